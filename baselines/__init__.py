@@ -1,0 +1,1 @@
+"""The continual-learning methods that ship with clbench (see docs/ for how to add one)."""

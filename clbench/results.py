@@ -1,0 +1,142 @@
+"""A run's files: results.json (SPEC section 4), and the progress state that `--resume` reads.
+
+Only JSON and safetensors are written or read; every write goes to a temporary file that is
+then renamed, so a file is either whole or absent.
+
+    <output>/<run_id>/config.json      the RunConfig, written when the run starts
+    <output>/<run_id>/state.json       finished rows, timings, method state (each stage)
+    <output>/<run_id>/checkpoint-<k>/  model and method tensors after stage k (the latest only)
+    <output>/<run_id>/results.json     the finished run
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from clbench.errors import ClbenchError
+
+SCHEMA_VERSION = 1
+
+
+def to_json_value(value: Any) -> Any:
+    """NaN and infinities become null (JSON has no NaN); containers are converted deeply."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    text = json.dumps(to_json_value(data), indent=2, ensure_ascii=False, allow_nan=False)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ClbenchError(f"cannot read {path}: {err.strerror}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ClbenchError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_results(run: str | Path) -> dict[str, Any]:
+    """results.json of a finished run, given the run folder or the file itself."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ClbenchError(f"no results.json at {path} (is the run finished?)")
+    results = read_json(path)
+    if not isinstance(results, dict) or "matrix" not in results:
+        raise ClbenchError(f"{path}: not a clbench results file (no 'matrix')")
+    return results
+
+
+def save_checkpoint(
+    run_dir: Path, stage: int, model: torch.nn.Module, method_tensors: dict[str, torch.Tensor]
+) -> str:
+    """Model and method tensors after `stage`, in a new folder; returns the folder name."""
+    name = f"checkpoint-{stage}"
+    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
+    save_model(model, str(staging / "model.safetensors"))  # handles tied weights
+    save_file(
+        {k: v.contiguous() for k, v in method_tensors.items()}, str(staging / "method.safetensors")
+    )
+    final = run_dir / name
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return name
+
+
+def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    folder = run_dir / name
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if unexpected or missing:
+        raise ClbenchError(
+            f"{folder}: the checkpoint does not fit the model ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors)"
+        )
+    return load_file(str(folder / "method.safetensors"))
+
+
+def remove_old_checkpoints(run_dir: Path, keep: str | None) -> None:
+    for folder in run_dir.glob("checkpoint-*"):
+        if folder.name != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def peak_memory_mb() -> dict[str, float | None]:
+    """Peak resident memory of this process, and peak CUDA memory where there is a GPU."""
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        if platform.system() == "Darwin":
+            rss /= 1024  # bytes on macOS
+    except ImportError:  # Windows
+        rss = None
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"cpu_max_rss_mb": rss, "cuda_max_allocated_mb": cuda}
+
+
+def environment(device: str, num_processes: int, mixed_precision: str) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    packages = ["clbench", "torch", "transformers", "peft", "accelerate", "datasets"]
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = version(name)
+        except Exception:  # a source tree that was never installed
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": device,
+        "num_processes": num_processes,
+        "mixed_precision": mixed_precision,
+        "torch_threads": torch.get_num_threads(),
+    }

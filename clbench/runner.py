@@ -1,0 +1,309 @@
+"""The runner: evaluate every task (row 0), then for each task of the sequence run the method's
+hooks, train, and evaluate every task again. `run` is that loop; the helpers below it only set
+up, evaluate and save."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from clbench import __version__, metrics, registry
+from clbench.config import RunConfig
+from clbench.errors import ClbenchError
+from clbench.evaluate import evaluate_task
+from clbench.method import Method, Stage, create_method
+from clbench.models import LoadedModel, apply_lora, load_model
+from clbench.results import (
+    SCHEMA_VERSION,
+    environment,
+    load_checkpoint,
+    peak_memory_mb,
+    read_json,
+    remove_old_checkpoints,
+    save_checkpoint,
+    write_json,
+)
+from clbench.task import TaskData
+
+
+def run(
+    config: RunConfig,
+    resume: bool = False,
+    include: tuple[str, ...] = (),
+    stop_after: int | None = None,
+) -> Path:
+    """Run `config` (or continue it, with `resume`); returns the run folder.
+
+    `stop_after` ends this invocation after that many stages, leaving a resumable run.
+    """
+    setup = _prepare(config, include)  # every input is checked before any file is written
+    run_dir = _open_run_dir(config, resume)
+    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
+    accelerator = _accelerator(config)
+    model, method, tasks = setup.loaded.model, setup.method, setup.tasks
+    if state["checkpoint"]:
+        tensors = load_checkpoint(run_dir, state["checkpoint"], model)
+        method.load_state_dict({**state["method_state"], **tensors})
+    model = accelerator.prepare(model)
+    tokenizer = setup.loaded.tokenizer
+
+    if not state["rows"]:  # row 0: the model before any continual training
+        row, seconds = _evaluate_all(
+            model, tokenizer, tasks, config, accelerator, "before training"
+        )
+        state["rows"].append(row)
+        state["stages"].append({"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds})
+        _save_progress(run_dir, state, model, method, accelerator, stage=0)
+
+    first = len(state["rows"])
+    last = len(tasks) if stop_after is None else min(len(tasks), first - 1 + stop_after)
+    for k in range(first, last + 1):
+        data = tasks[k - 1]
+        set_seed(config.seed + k)  # each stage reproducible on its own, so resume is exact
+        stage = Stage(index=k, data=data, model=model, seed=config.seed)
+        method.before_task(stage)
+        started = time.perf_counter()
+        training = _train(model, tokenizer, stage, method, config, accelerator, len(tasks))
+        train_seconds = time.perf_counter() - started
+        method.after_task(stage)
+        row, eval_seconds = _evaluate_all(
+            model, tokenizer, tasks, config, accelerator, f"after {data.task.name}"
+        )
+        state["rows"].append(row)
+        state["stages"].append(
+            {
+                "stage": k,
+                "task": data.task.name,
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+                **training,
+            }
+        )
+        _save_progress(run_dir, state, model, method, accelerator, stage=k)
+
+    if len(state["rows"]) == len(tasks) + 1 and accelerator.is_main_process:
+        results = _results(config, setup, state, run_dir.name, accelerator)
+        write_json(run_dir / "results.json", results)
+        remove_old_checkpoints(run_dir, keep=None)
+        from clbench.plots import heatmap
+
+        heatmap(results).savefig(run_dir / "matrix.png", dpi=150, bbox_inches="tight")
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+@dataclass
+class _Setup:
+    tasks: list[TaskData]
+    method: Method
+    loaded: LoadedModel
+    sequence_name: str
+
+
+def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
+    config.validate()
+    sequence = registry.load_sequence(config.sequence, include)
+    task_defs = [registry.load_task(name, include) for name in sequence.tasks]
+    method = create_method(config.method, config.method_args)
+    tasks = [
+        t.load(config.data_dir, config.max_train_examples, config.max_test_examples)
+        for t in task_defs
+    ]
+    set_seed(config.seed)  # LoRA's initialisation depends on it
+    loaded = load_model(config.model)
+    if config.peft == "lora":
+        loaded.model = apply_lora(loaded.model, config.lora_r, config.lora_alpha)
+    return _Setup(tasks, method, loaded, sequence.name)
+
+
+def default_run_id(config: RunConfig) -> str:
+    model = Path(config.model.rstrip("/")).name
+    parts = [Path(config.sequence).stem, config.method.split(":")[-1], model]
+    if config.peft:
+        parts.append(config.peft)
+    parts.append(f"seed{config.seed}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+
+
+def _open_run_dir(config: RunConfig, resume: bool) -> Path:
+    """The run folder: new, or (with `resume`) an unfinished run of the same config."""
+    run_dir = Path(config.output) / (config.run_id or default_run_id(config))
+    saved = run_dir / "config.json"
+    if saved.exists():
+        previous = read_json(saved)
+        differs = sorted(
+            k
+            for k in set(previous) | set(config.to_dict())
+            if previous.get(k) != config.to_dict().get(k)
+        )
+        if differs:
+            raise ClbenchError(
+                f"{run_dir} already holds a different run (differs in: {', '.join(differs)}); "
+                "choose another --output or --run-id"
+            )
+        if (run_dir / "results.json").exists():
+            raise ClbenchError(f"{run_dir} already holds this run, finished; see its results.json")
+        if not resume:
+            raise ClbenchError(f"{run_dir} holds this run, unfinished; continue it with --resume")
+        return run_dir
+    if resume:
+        raise ClbenchError(f"nothing to resume: {saved} does not exist")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ClbenchError(
+            f"{run_dir} exists and is not a clbench run folder; choose another --output"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(saved, config.to_dict())
+    return run_dir
+
+
+def config_of_run(run_dir: str | Path) -> RunConfig:
+    """The config a run folder was started with (for `--resume RUN_DIR`)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ClbenchError(f"{run_dir} is not a clbench run folder (no config.json)")
+    return RunConfig.from_dict(read_json(path), origin=str(path))
+
+
+def _new_state() -> dict[str, Any]:
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "created_at": created,
+        "rows": [],
+        "stages": [],
+        "checkpoint": None,
+        "method_state": {},
+        "peak_memory": {},
+    }
+
+
+def _accelerator(config: RunConfig) -> Accelerator:
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+
+
+def _train(model, tokenizer, stage, method, config, accelerator, total) -> dict[str, float]:
+    from clbench.train import train_task
+
+    desc = f"stage {stage.index}/{total} train {stage.data.task.name}"
+    return train_task(model, tokenizer, stage, method, config, accelerator, desc)
+
+
+def _evaluate_all(
+    model, tokenizer, tasks: list[TaskData], config: RunConfig, accelerator: Accelerator, when: str
+) -> tuple[list[float], float]:
+    started = time.perf_counter()
+    row = [
+        evaluate_task(
+            model, tokenizer, data, accelerator, config.eval_batch_size, config.max_length
+        )
+        for data in tqdm(
+            tasks, desc=f"eval {when}", leave=False, disable=not accelerator.is_local_main_process
+        )
+    ]
+    if accelerator.is_local_main_process:
+        cells = ", ".join(f"{d.task.name} {score:.3f}" for d, score in zip(tasks, row, strict=True))
+        tqdm.write(f"{when}: {cells}")
+    return row, time.perf_counter() - started
+
+
+def _save_progress(
+    run_dir: Path,
+    state: dict,
+    model: torch.nn.Module,
+    method: Method,
+    accelerator: Accelerator,
+    stage: int,
+) -> None:
+    """Checkpoint, then state.json pointing at it, then drop the older checkpoint."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    method_state = method.state_dict()
+    tensors = {k: v for k, v in method_state.items() if isinstance(v, torch.Tensor)}
+    if stage > 0:  # stage 0 changed no weight; a resume rebuilds it from the seed
+        state["checkpoint"] = save_checkpoint(
+            run_dir, stage, accelerator.unwrap_model(model), tensors
+        )
+    state["method_state"] = {k: v for k, v in method_state.items() if k not in tensors}
+    previous = state.get("peak_memory") or {}
+    now = peak_memory_mb()
+    state["peak_memory"] = {
+        k: max(filter(None, [previous.get(k), now[k]]), default=None) for k in now
+    }
+    write_json(run_dir / "state.json", state)
+    remove_old_checkpoints(run_dir, keep=state["checkpoint"])
+    accelerator.wait_for_everyone()
+
+
+def _results(
+    config: RunConfig, setup: _Setup, state: dict, run_id: str, accelerator: Accelerator
+) -> dict[str, Any]:
+    model = accelerator.unwrap_model(setup.loaded.model)
+    matrix = state["rows"]
+    budget_keys = [
+        "steps_per_task",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "lr",
+        "lr_scheduler",
+        "warmup_steps",
+        "weight_decay",
+        "max_length",
+        "max_train_examples",
+        "max_test_examples",
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "clbench_version": __version__,
+        "run_id": run_id,
+        "created_at": state["created_at"],
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sequence": {
+            "name": setup.sequence_name,
+            "tasks": [
+                {
+                    "name": d.task.name,
+                    "family": d.task.family,
+                    "metric": d.task.metric,
+                    "train_size": len(d.train),
+                    "test_size": len(d.test),
+                    "fingerprint": d.fingerprints["test"],
+                    "train_fingerprint": d.fingerprints["train"],
+                }
+                for d in setup.tasks
+            ],
+        },
+        "method": setup.method.describe(),
+        "model": {
+            **setup.loaded.info,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "peft": {"type": "lora", "r": config.lora_r, "alpha": config.lora_alpha}
+            if config.peft == "lora"
+            else None,
+        },
+        "seed": config.seed,
+        "budget": {key: getattr(config, key) for key in budget_keys},
+        "config": config.to_dict(),
+        "matrix": matrix,
+        "single_task": None,
+        "metrics": metrics.compute(matrix),
+        "curves": metrics.curves(matrix),
+        "timings": {"stages": state["stages"]},
+        "peak_memory": state["peak_memory"],
+        "environment": environment(
+            str(accelerator.device), accelerator.num_processes, accelerator.mixed_precision
+        ),
+    }

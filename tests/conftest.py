@@ -1,0 +1,56 @@
+import os
+
+# No test may reach the network; an unknown model name then fails at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clbench.config import RunConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_task(folder: Path, name: str, question: str, train: int = 16, test: int = 8) -> None:
+    spec = {
+        "name": name,
+        "family": "text_classification",
+        "source": {
+            "generator": "review_question",
+            "args": {"question": question, "train_size": train, "test_size": test},
+        },
+        "prompt": "{text}\nAnswer:",
+        "target": " {label}",
+        "labels": ["yes", "no"],
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+
+
+@pytest.fixture
+def tiny_tasks(tmp_path: Path) -> Path:
+    """An include folder with three small generated tasks and the sequence `tiny`."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for name, question in [("t-pos", "positive"), ("t-food", "food"), ("t-neg", "negative")]:
+        write_task(folder, name, question)
+    (folder / "tiny.yaml").write_text(
+        yaml.safe_dump({"name": "tiny", "tasks": ["t-pos", "t-food", "t-neg"]}), encoding="utf-8"
+    )
+    return folder
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> RunConfig:
+    """A run of `tiny` on the random 2-layer model: a few seconds on a CPU."""
+    return RunConfig(
+        sequence="tiny",
+        model="tiny-random",
+        steps_per_task=3,
+        batch_size=4,
+        lr=1e-2,
+        eval_batch_size=4,
+        output=str(tmp_path / "runs"),
+    )

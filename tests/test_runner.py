@@ -1,0 +1,89 @@
+"""The stage loop on the tiny random model: shape, row 0, determinism, resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import clbench.runner
+from clbench.models import load_model
+from clbench.results import load_results, read_json
+from clbench.runner import run
+
+
+def _checksum(model: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def test_matrix_shape_row_zero_and_upper_triangle(tiny_tasks, tiny_config, monkeypatch):
+    calls = []  # (task, weight checksum) of every evaluation
+    real = clbench.runner.evaluate_task
+
+    def spy(model, tokenizer, data, *args):
+        calls.append((data.task.name, _checksum(model)))
+        return real(model, tokenizer, data, *args)
+
+    monkeypatch.setattr(clbench.runner, "evaluate_task", spy)
+    results = load_results(run(tiny_config, include=(str(tiny_tasks),)))
+
+    matrix = results["matrix"]
+    assert len(matrix) == 4 and all(len(row) == 3 for row in matrix)
+    assert all(isinstance(cell, float) and 0 <= cell <= 1 for row in matrix for cell in row)
+    # Every cell, the upper triangle included, comes from its own evaluation, row by row.
+    tasks = ["t-pos", "t-food", "t-neg"]
+    assert [name for name, _ in calls] == tasks * 4
+    base = _checksum(load_model("tiny-random").model)
+    assert [c for _, c in calls[:3]] == pytest.approx([base] * 3, abs=0)  # untouched weights
+    assert all(c != base for _, c in calls[3:])  # later rows see trained weights
+    assert results["metrics"]["aa"] == pytest.approx(sum(matrix[3]) / 3)
+    assert results["sequence"]["tasks"][0]["fingerprint"].startswith("sha256:")
+    assert (Path(tiny_config.output) / results["run_id"] / "matrix.png").stat().st_size > 0
+
+
+def test_same_seed_same_run(tiny_tasks, tiny_config, tmp_path):
+    first = load_results(run(tiny_config, include=(str(tiny_tasks),)))
+    tiny_config.output = str(tmp_path / "again")
+    second = load_results(run(tiny_config, include=(str(tiny_tasks),)))
+    assert first["matrix"] == second["matrix"]
+    losses = [s.get("final_loss") for s in first["timings"]["stages"]]
+    assert losses == [s.get("final_loss") for s in second["timings"]["stages"]]
+    tiny_config.output, tiny_config.seed = str(tmp_path / "other"), 1
+    other = load_results(run(tiny_config, include=(str(tiny_tasks),)))
+    assert losses != [s.get("final_loss") for s in other["timings"]["stages"]]
+
+
+def test_resume_gives_the_uninterrupted_result(tiny_tasks, tiny_config, tmp_path):
+    include = (str(tiny_tasks),)
+    whole = load_results(run(tiny_config, include=include))
+
+    tiny_config.output = str(tmp_path / "interrupted")
+    run_dir = run(tiny_config, include=include, stop_after=1)
+    state = read_json(run_dir / "state.json")
+    assert len(state["rows"]) == 2 and state["checkpoint"] == "checkpoint-1"
+    assert (run_dir / "checkpoint-1" / "model.safetensors").is_file()
+    assert not (run_dir / "results.json").exists()
+
+    resumed = load_results(run(tiny_config, include=include, resume=True))
+    assert resumed["matrix"] == whole["matrix"]
+    assert [s.get("final_loss") for s in resumed["timings"]["stages"]] == [
+        s.get("final_loss") for s in whole["timings"]["stages"]
+    ]
+    assert not list(run_dir.glob("checkpoint-*"))  # a finished run keeps no checkpoint
+
+
+def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypatch):
+    """Stage 2 of a resumed run starts from the weights stage 1 ended with."""
+    include = (str(tiny_tasks),)
+    real = clbench.runner._train
+    before, after = {}, {}
+
+    def spy(model, tokenizer, stage, *args):
+        before[stage.index] = _checksum(model)
+        result = real(model, tokenizer, stage, *args)
+        after[stage.index] = _checksum(model)
+        return result
+
+    monkeypatch.setattr(clbench.runner, "_train", spy)
+    run(tiny_config, include=include, stop_after=1)
+    run(tiny_config, include=include, resume=True, stop_after=1)
+    assert before[2] == after[1] != before[1]
