@@ -23,14 +23,23 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh-cache", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_run.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "default_run.json")
+    )
     args = parser.parse_args()
 
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as scratch:
         if args.fresh_cache:
             env["CLBENCH_CACHE"] = str(Path(scratch) / "cache")
-        command = [sys.executable, "-m", "clbench.cli", "run", "--output", str(Path(scratch) / "runs")]
+        command = [
+            sys.executable,
+            "-m",
+            "clbench.cli",
+            "run",
+            "--output",
+            str(Path(scratch) / "runs"),
+        ]
         started = time.perf_counter()
         subprocess.run(command, env=env, check=True)
         wall = time.perf_counter() - started

@@ -136,6 +136,10 @@ def _run(args: argparse.Namespace) -> int:
         include=tuple(args.include_path),
         stop_after=args.stop_after,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        return 0
     if (run_dir / "results.json").exists():
         print(report([load_results(run_dir)]))
         print(f"results: {run_dir / 'results.json'}\nheatmap: {run_dir / 'matrix.png'}")

@@ -31,7 +31,7 @@ class RunConfig:
     epochs: int = 1
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 5e-5
+    lr: float = 1e-4
     lr_scheduler: str = "constant"  # any name transformers.get_scheduler knows
     warmup_steps: int = 0
     weight_decay: float = 0.0

@@ -4,6 +4,7 @@ up, evaluate and save."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -45,10 +46,16 @@ def run(
 
     `stop_after` ends this invocation after that many stages, leaving a resumable run.
     """
-    setup = _prepare(config, include)  # every input is checked before any file is written
-    run_dir = _open_run_dir(config, resume)
-    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
     accelerator = _accelerator(config)
+    run_dir = run_dir_of(config)
+    if accelerator.is_main_process:
+        _check_run_dir(run_dir, config, resume)  # fails fast, before the model is loaded
+    setup = _prepare(config, include)  # every input is checked before any file is written
+    if accelerator.is_main_process and not (run_dir / "config.json").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+    accelerator.wait_for_everyone()
+    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
     model, method, tasks = setup.loaded.model, setup.method, setup.tasks
     if state["checkpoint"]:
         tensors = load_checkpoint(run_dir, state["checkpoint"], model)
@@ -134,16 +141,17 @@ def default_run_id(config: RunConfig) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
 
 
-def _open_run_dir(config: RunConfig, resume: bool) -> Path:
-    """The run folder: new, or (with `resume`) an unfinished run of the same config."""
-    run_dir = Path(config.output) / (config.run_id or default_run_id(config))
+def run_dir_of(config: RunConfig) -> Path:
+    return Path(config.output) / (config.run_id or default_run_id(config))
+
+
+def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Refuse a folder that holds another run or this one finished, or nothing to resume."""
     saved = run_dir / "config.json"
     if saved.exists():
-        previous = read_json(saved)
+        previous, current = read_json(saved), config.to_dict()
         differs = sorted(
-            k
-            for k in set(previous) | set(config.to_dict())
-            if previous.get(k) != config.to_dict().get(k)
+            k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
         )
         if differs:
             raise ClbenchError(
@@ -154,16 +162,12 @@ def _open_run_dir(config: RunConfig, resume: bool) -> Path:
             raise ClbenchError(f"{run_dir} already holds this run, finished; see its results.json")
         if not resume:
             raise ClbenchError(f"{run_dir} holds this run, unfinished; continue it with --resume")
-        return run_dir
-    if resume:
+    elif resume:
         raise ClbenchError(f"nothing to resume: {saved} does not exist")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(run_dir.iterdir()):
         raise ClbenchError(
             f"{run_dir} exists and is not a clbench run folder; choose another --output"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(saved, config.to_dict())
-    return run_dir
 
 
 def config_of_run(run_dir: str | Path) -> RunConfig:
@@ -190,7 +194,12 @@ def _accelerator(config: RunConfig) -> Accelerator:
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    # Several processes without a GPU (torchrun or `accelerate launch` on CPUs): accelerate
+    # runs them as CPU DDP over gloo only when told it is on the CPU.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=cpu_processes
+    )
 
 
 def _train(model, tokenizer, stage, method, config, accelerator, total) -> dict[str, float]:

@@ -87,3 +87,33 @@ def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypat
     run(tiny_config, include=include, stop_after=1)
     run(tiny_config, include=include, resume=True, stop_after=1)
     assert before[2] == after[1] != before[1]
+
+
+def test_lora_trains_only_the_adapter_and_resumes(tiny_tasks, tiny_config, tmp_path, monkeypatch):
+    include = (str(tiny_tasks),)
+    tiny_config.peft = "lora"
+    base = {n: p.detach().clone() for n, p in load_model("tiny-random").model.named_parameters()}
+    final = {}
+    real = clbench.runner._train
+
+    def spy(model, tokenizer, stage, *args):
+        result = real(model, tokenizer, stage, *args)
+        final.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        return result
+
+    monkeypatch.setattr(clbench.runner, "_train", spy)
+    whole = load_results(run(tiny_config, include=include))
+    assert whole["model"]["peft"] == {"type": "lora", "r": 8, "alpha": 16}
+    assert 0 < whole["model"]["trainable_parameters"] < whole["model"]["parameters"]
+    lora = {n: p for n, p in final.items() if "lora_" in n}
+    frozen = {n: p for n, p in final.items() if "lora_" not in n}
+    assert lora and len(frozen) == len(base)
+    for name, value in frozen.items():  # peft names: base_model.model.<original>[.base_layer]
+        original = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(value, base[original]), name
+    assert any(not torch.all(p == 0) for n, p in lora.items() if "lora_B" in n)  # B starts at 0
+
+    tiny_config.output = str(tmp_path / "lora-resumed")
+    run(tiny_config, include=include, stop_after=2)
+    resumed = load_results(run(tiny_config, include=include, resume=True))
+    assert resumed["matrix"] == whole["matrix"]
