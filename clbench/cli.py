@@ -107,7 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     rep.set_defaults(handler=_report)
+    download = commands.add_parser("download", help="write a sequence's data in the mirror layout")
+    download.add_argument("--sequence", required=True)
+    download.add_argument("--data-dir", required=True)
+    download.add_argument("--include-path", action="append", default=[], metavar="DIR")
+    download.set_defaults(handler=_download)
     return parser
+
+
+def _download(args: argparse.Namespace) -> int:
+    from clbench.hub import download
+
+    for line in download(args.sequence, args.data_dir, tuple(args.include_path)):
+        print(line)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,13 +1,18 @@
-"""The evaluator: one score per task, batched.
+"""The evaluator: every metric of a task on its test set, batched.
 
-Closed-label tasks rank the options by their summed log-likelihood given the prompt (ties go
-to the first option, as with lm-eval's `acc`). The LM head runs only at the positions that
-predict option tokens: with left padding these are the last few of every row, which
-`logits_to_keep` selects. When every option is one token, one forward pass per example scores
-all options at once. Generative tasks use batched greedy decoding.
+- "rank" tasks (closed label sets) rank the options by their summed log-likelihood after the
+  prompt; a tie goes to the option listed first, as with lm-eval's `acc`.
+- "generate" tasks decode greedily, at most `max_new_tokens`, and cut the output at the task's
+  first stop string.
+- "preference" tasks compare the length-normalised log-likelihood of the chosen and the rejected
+  response after the prompt.
+
+The LM head runs only at the positions whose log-probabilities are needed: with left padding
+these are the last few of every row, which `logits_to_keep` selects. When every option is one
+token, one forward pass per example scores all options at once.
 
 Under `accelerate launch` every process scores its share of the examples and the main process
-gathers them, so all processes return the same score.
+gathers them, so all processes return the same scores.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from clbench.encoding import encode_prompt, encode_target, pad_left
 from clbench.scorers import SCORERS
 from clbench.task import TaskData
 
+# Logits kept at once: rows x kept positions; bounds memory for long continuations.
+MAX_POSITIONS_PER_BATCH = 2048
+
 
 def evaluate_task(
     model: torch.nn.Module,
@@ -30,41 +38,45 @@ def evaluate_task(
     accelerator: Accelerator,
     batch_size: int,
     max_length: int,
-) -> float:
-    """The task's primary metric on its test set, in [0, 1]."""
+) -> dict[str, float]:
+    """Every metric of the task's scorer; the primary one is under `data.task.metric`."""
     model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
-    examples = data.test
+    task, examples = data.task, data.test
     with accelerator.split_between_processes(list(range(len(examples)))) as mine:
         share = [examples[i] for i in mine]
         prompts = [e.prompt for e in share]
-        if data.options is not None:
-            predictions = rank_options(
+        args = (batch_size, max_length, accelerator.device, task.name)
+        if task.evaluation == "rank":
+            predictions = rank_options(model, tokenizer, prompts, data.options, *args)
+        elif task.evaluation == "preference":
+            predictions = compare_responses(
                 model,
                 tokenizer,
                 prompts,
-                data.options,
-                batch_size,
-                max_length,
-                accelerator.device,
-                data.task.name,
+                [e.target for e in share],
+                [e.rejected for e in share],
+                *args,
             )
         else:
-            predictions = generate(
-                model,
-                tokenizer,
-                prompts,
-                data.task.max_new_tokens,
-                batch_size,
-                max_length,
-                accelerator.device,
-                data.task.name,
-            )
+            texts = generate(model, tokenizer, prompts, task.max_new_tokens, *args)
+            predictions = [_cut(text, task.stop) for text in texts]
     predictions = _gather(accelerator, predictions)
-    references = [e.label if data.options is not None else e.target for e in examples]
     model.train(was_training)
-    return float(SCORERS[data.task.metric](predictions, references))
+    return SCORERS[task.metric](predictions, [_reference(e, task.evaluation) for e in examples])
+
+
+def _reference(example: Any, evaluation: str) -> Any:
+    if evaluation == "rank":
+        return example.label
+    return example.reference if example.reference is not None else example.target.strip()
+
+
+def _cut(text: str, stops: list[str]) -> str:
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text.strip()
 
 
 @torch.inference_mode()
@@ -83,50 +95,133 @@ def rank_options(
     longest = max(len(ids) for ids in option_ids)
     contexts = [encode_prompt(tokenizer, p, max_length - longest) for p in prompts]
     if longest == 1:  # one position per prompt scores every option
-        firsts = torch.tensor([ids[0] for ids in option_ids])
-        rows = _tail_logprobs(model, contexts, 1, tokenizer.pad_token_id, batch_size, device, desc)
-        return [int(row[-1, firsts].argmax()) for row in rows]
-    pairs = [(c, o) for c in contexts for o in option_ids]
-    rows = _tail_logprobs(
-        model,
-        [c + o for c, o in pairs],
-        longest + 1,
-        tokenizer.pad_token_id,
-        batch_size,
-        device,
-        desc,
+        firsts = [ids[0] for ids in option_ids]
+        queries = [([-1] * len(firsts), firsts)] * len(contexts)
+        scores = _logprobs(
+            model, contexts, queries, tokenizer.pad_token_id, batch_size, device, desc
+        )
+        return [int(s.argmax()) for s in scores]
+    scores = _shared_prompt_scores(
+        model, contexts, option_ids, tokenizer.pad_token_id, batch_size, device, desc
     )
-    scores = []
-    for (_, cont), row in zip(pairs, rows, strict=True):
-        # Position i of the last len(cont)+1 predicts token i of the continuation.
-        predicting = row[-len(cont) - 1 : -1]
-        scores.append(float(predicting.gather(1, torch.tensor(cont)[:, None]).sum()))
-    per_prompt = torch.tensor(scores).view(len(contexts), len(options))
-    return per_prompt.argmax(dim=1).tolist()
+    return scores.argmax(dim=1).tolist()
 
 
-def _tail_logprobs(
+def _shared_prompt_scores(
+    model: torch.nn.Module,
+    contexts: list[list[int]],
+    option_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+) -> torch.Tensor:
+    """Summed log p(option | context), (contexts x options). Each context runs once; its KV
+    cache is repeated for the options, which then run only their own tokens."""
+    n, width = len(option_ids), max(len(ids) for ids in option_ids)
+    options = torch.full((n, width), pad_id, dtype=torch.long)
+    option_mask = torch.zeros((n, width), dtype=torch.long)
+    for row, ids in enumerate(option_ids):
+        options[row, : len(ids)], option_mask[row, : len(ids)] = torch.tensor(ids), 1
+    options, option_mask = options.to(device), option_mask.to(device)
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    out = torch.empty((len(contexts), n))
+    rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // (n * width)))
+    bar = tqdm(total=len(order), desc=f"eval {desc}", leave=False, disable=len(order) <= rows)
+    for start in range(0, len(order), rows):
+        chunk = order[start : start + rows]
+        batch = {k: v.to(device) for k, v in pad_left([contexts[i] for i in chunk], pad_id).items()}
+        first = model(**batch, logits_to_keep=1, use_cache=True)
+        first_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(n)
+        lengths = batch["attention_mask"].sum(dim=1).repeat_interleave(n)
+        follow = model(
+            input_ids=options.repeat(len(chunk), 1),
+            attention_mask=torch.cat(
+                [
+                    batch["attention_mask"].repeat_interleave(n, dim=0),
+                    option_mask.repeat(len(chunk), 1),
+                ],
+                dim=1,
+            ),
+            position_ids=lengths[:, None] + torch.arange(width, device=device),
+            past_key_values=cache,
+            use_cache=False,
+        )
+        # Position t of an option predicts its token t+1; padding positions count zero.
+        rest = torch.log_softmax(follow.logits[:, :-1].float(), dim=-1)
+        targets = options[:, 1:].repeat(len(chunk), 1)
+        picked = rest.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        picked = picked * option_mask[:, 1:].repeat(len(chunk), 1)
+        totals = first_logprobs[:, options[:, 0]] + picked.sum(dim=-1).view(len(chunk), n)
+        out[torch.tensor(chunk)] = totals.cpu()
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+@torch.inference_mode()
+def compare_responses(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    desc: str,
+) -> list[tuple[float, float]]:
+    """(chosen, rejected) mean log-probability per response token, for each prompt."""
+    pairs = []
+    for prompt, *responses in zip(prompts, chosen, rejected, strict=True):
+        for response in responses:
+            ids = encode_target(tokenizer, response)[: max_length // 2]
+            pairs.append((encode_prompt(tokenizer, prompt, max_length - len(ids)), ids))
+    means = [
+        float(s.mean()) for s in _continuations(model, pairs, tokenizer, batch_size, device, desc)
+    ]
+    return list(zip(means[0::2], means[1::2], strict=True))
+
+
+def _continuations(model, pairs, tokenizer, batch_size, device, desc) -> list[torch.Tensor]:
+    """log p of every continuation token after its context, for each (context, continuation)."""
+    # Position -(m+1)+i of context+continuation predicts continuation token i.
+    queries = [(list(range(-len(cont) - 1, -1)), cont) for _, cont in pairs]
+    sequences = [ctx + cont for ctx, cont in pairs]
+    return _logprobs(model, sequences, queries, tokenizer.pad_token_id, batch_size, device, desc)
+
+
+def _logprobs(
     model: torch.nn.Module,
     sequences: list[list[int]],
-    keep: int,
+    queries: list[tuple[list[int], list[int]]],
     pad_id: int,
     batch_size: int,
     device: torch.device,
     desc: str,
 ) -> list[torch.Tensor]:
-    """Log-softmax over the vocabulary at the last `keep` positions of every sequence."""
+    """For each sequence, log p(token) at each (position from the end, token) of its query."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # less padding
     out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=f"eval {desc}", leave=False, disable=len(starts) < 2):
-        chunk = order[start : start + batch_size]
-        batch = {
-            k: v.to(device) for k, v in pad_left([sequences[i] for i in chunk], pad_id).items()
-        }
+    bar = tqdm(total=len(order), desc=f"eval {desc}", leave=False, disable=len(order) <= batch_size)
+    start = 0
+    while start < len(order):
+        keep = max(-min(queries[order[start]][0]), 1)
+        rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // keep))
+        chunk = order[start : start + rows]
+        keep = max(-min(queries[i][0]) for i in chunk)
+        batch = pad_left([sequences[i] for i in chunk], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(**batch, logits_to_keep=keep, use_cache=False).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
         for row, index in enumerate(chunk):
-            out[index] = logprobs[row]
+            positions, tokens = queries[index]
+            out[index] = logprobs[row, torch.tensor(positions), torch.tensor(tokens)].cpu()
+        start += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 

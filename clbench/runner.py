@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +34,7 @@ from clbench.results import (
     save_checkpoint,
     write_json,
 )
-from clbench.task import TaskData
+from clbench.task import TaskData, find_contamination
 
 
 def run(
@@ -64,10 +65,10 @@ def run(
     tokenizer = setup.loaded.tokenizer
 
     if not state["rows"]:  # row 0: the model before any continual training
-        row, seconds = _evaluate_all(
+        scores, seconds = _evaluate_all(
             model, tokenizer, tasks, config, accelerator, "before training"
         )
-        state["rows"].append(row)
+        _add_row(state, tasks, scores)
         state["stages"].append({"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds})
         _save_progress(run_dir, state, model, method, accelerator, stage=0)
 
@@ -82,10 +83,10 @@ def run(
         training = _train(model, tokenizer, stage, method, config, accelerator, len(tasks))
         train_seconds = time.perf_counter() - started
         method.after_task(stage)
-        row, eval_seconds = _evaluate_all(
+        scores, eval_seconds = _evaluate_all(
             model, tokenizer, tasks, config, accelerator, f"after {data.task.name}"
         )
-        state["rows"].append(row)
+        _add_row(state, tasks, scores)
         state["stages"].append(
             {
                 "stage": k,
@@ -125,6 +126,8 @@ def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
         t.load(config.data_dir, config.max_train_examples, config.max_test_examples)
         for t in task_defs
     ]
+    for problem in find_contamination(tasks):
+        warnings.warn(f"contamination: {problem}", stacklevel=2)
     set_seed(config.seed)  # LoRA's initialisation depends on it
     loaded = load_model(config.model)
     if config.peft == "lora":
@@ -183,6 +186,7 @@ def _new_state() -> dict[str, Any]:
     return {
         "created_at": created,
         "rows": [],
+        "scores": [],
         "stages": [],
         "checkpoint": None,
         "method_state": {},
@@ -211,9 +215,10 @@ def _train(model, tokenizer, stage, method, config, accelerator, total) -> dict[
 
 def _evaluate_all(
     model, tokenizer, tasks: list[TaskData], config: RunConfig, accelerator: Accelerator, when: str
-) -> tuple[list[float], float]:
+) -> tuple[list[dict[str, float]], float]:
+    """Every metric of every task; the primary one of each fills the matrix row."""
     started = time.perf_counter()
-    row = [
+    scores = [
         evaluate_task(
             model, tokenizer, data, accelerator, config.eval_batch_size, config.max_length
         )
@@ -222,9 +227,16 @@ def _evaluate_all(
         )
     ]
     if accelerator.is_local_main_process:
-        cells = ", ".join(f"{d.task.name} {score:.3f}" for d, score in zip(tasks, row, strict=True))
+        cells = ", ".join(
+            f"{d.task.name} {s[d.task.metric]:.3f}" for d, s in zip(tasks, scores, strict=True)
+        )
         tqdm.write(f"{when}: {cells}")
-    return row, time.perf_counter() - started
+    return scores, time.perf_counter() - started
+
+
+def _add_row(state: dict, tasks: list[TaskData], scores: list[dict[str, float]]) -> None:
+    state["rows"].append([s[d.task.metric] for d, s in zip(tasks, scores, strict=True)])
+    state["scores"].append(scores)
 
 
 def _save_progress(
@@ -308,6 +320,7 @@ def _results(
         "config": config.to_dict(),
         "matrix": matrix,
         "single_task": None,
+        "scores": state["scores"],  # every metric of every cell, the matrix's included
         "metrics": metrics.compute(matrix),
         "curves": metrics.curves(matrix),
         "timings": {"stages": state["stages"]},

@@ -3,10 +3,13 @@ gradient accumulation, and data sharding under `accelerate launch`)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -65,18 +68,17 @@ def train_task(
         num_training_steps=steps,
     )
     optimizer, loader = accelerator.prepare(optimizer, loader)
+    task = stage.data.task
+    # DPO compares with the model as it was when the stage started.
+    reference = _frozen_copy(accelerator.unwrap_model(model)) if task.objective == "dpo" else None
     model.train()
     done, loss_value = 0, float("nan")
     bar = tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process)
     while done < steps:
         for batch in loader:
             batch = method.training_batch(batch, stage)
-            inputs = {
-                k: v.to(accelerator.device)
-                for k, v in collate(tokenizer, batch, config.max_length).items()
-            }
             with accelerator.accumulate(model):
-                loss = model(**inputs).loss
+                loss = _loss(model, reference, tokenizer, batch, stage, config, accelerator.device)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -91,3 +93,62 @@ def train_task(
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
     return {"steps": done, "final_loss": loss_value}
+
+
+def _loss(
+    model,
+    reference,
+    tokenizer,
+    batch: list[Example],
+    stage: Stage,
+    config: RunConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """SFT loss on the targets; DPO loss on preference pairs of the stage's own DPO task.
+
+    Replayed pairs of earlier alignment tasks are trained on their chosen response (SFT).
+    """
+    task = stage.data.task
+    pairs = [e for e in batch if reference is not None and e.task == task.name and e.rejected]
+    plain = [e for e in batch if e not in pairs]
+    parts = []
+    if plain:
+        inputs = {k: v.to(device) for k, v in collate(tokenizer, plain, config.max_length).items()}
+        parts.append((len(plain), model(**inputs).loss))
+    if pairs:
+        both = pairs + [dataclasses.replace(e, target=e.rejected) for e in pairs]
+        inputs = {k: v.to(device) for k, v in collate(tokenizer, both, config.max_length).items()}
+        policy = sequence_logprobs(model, inputs)
+        with torch.no_grad():
+            ref = sequence_logprobs(reference, inputs)
+        n = len(pairs)
+        loss = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], task.beta)
+        parts.append((n, loss))
+    return sum(count * value for count, value in parts) / sum(count for count, _ in parts)
+
+
+def sequence_logprobs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probability of each row's labelled (target) tokens."""
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    labels = inputs["labels"][:, 1:]
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * (labels != -100)).sum(dim=-1)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Direct Preference Optimization (Rafailov et al., 2023, eq. 7), averaged over pairs."""
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin).mean()
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    frozen = copy.deepcopy(model).eval()
+    frozen.requires_grad_(False)
+    return frozen

@@ -49,6 +49,28 @@ def test_ranking_matches_full_forward(tiny, options):
         assert got == expected
 
 
+def test_shared_prompt_scores_equal_full_forward_log_likelihoods(tiny):
+    from clbench.evaluate import _shared_prompt_scores
+
+    model, tokenizer = tiny.model, tiny.tokenizer
+    options = [" very good", " bad", " so-so indeed"]
+    contexts = [encode_prompt(tokenizer, p, 10_000) for p in PROMPTS]
+    option_ids = [encode_target(tokenizer, o) for o in options]
+    for batch_size in (1, 3):
+        scores = _shared_prompt_scores(
+            model,
+            contexts,
+            option_ids,
+            tokenizer.pad_token_id,
+            batch_size,
+            torch.device("cpu"),
+            "t",
+        )
+        for row, prompt in enumerate(PROMPTS):
+            expected = _naive_scores(model, tokenizer, prompt, options)
+            assert scores[row].tolist() == pytest.approx(expected, abs=1e-4)
+
+
 def test_batched_generation_equals_one_at_a_time(tiny):
     model, tokenizer = tiny.model, tiny.tokenizer
     alone = [
@@ -76,6 +98,7 @@ def test_generative_task_scores_exact_match(tiny, tmp_path):
             "prompt": "{instruction}\n{input}\n",
             "target": "{output}",
             "max_new_tokens": 3,
+            "metric": "exact_match",
         }
     )
     data = task.load(str(tmp_path))
@@ -96,7 +119,7 @@ def test_generative_task_scores_exact_match(tiny, tmp_path):
         torch.device("cpu"),
         "t",
     )
-    expected = sum(p.strip() == e.target for p, e in zip(predicted, data.test, strict=True)) / 5
-    assert (
-        evaluate_task(tiny.model, tiny.tokenizer, data, Accelerator(cpu=True), 2, 512) == expected
-    )
+    cut = [p.split("\n")[0].strip() for p in predicted]  # generation stops at a newline
+    expected = sum(p == e.target for p, e in zip(cut, data.test, strict=True)) / 5
+    scores = evaluate_task(tiny.model, tiny.tokenizer, data, Accelerator(cpu=True), 2, 512)
+    assert scores == {"exact_match": expected}

@@ -1,0 +1,83 @@
+"""Hub-style sources through `datasets.load_dataset` (here its local "json" builder), and
+`clbench download` writing the mirror layout from them."""
+
+import json
+
+import pytest
+import yaml
+
+from clbench.cli import main
+from clbench.errors import ClbenchError
+from clbench.registry import load_task
+
+ROWS = [
+    {"title": "Cup final", "body": "A late goal.", "topic": 1},
+    {"title": "Rates up", "body": "Banks react.", "topic": 2},
+    {"title": "New chip", "body": "Faster and cooler.", "topic": 3},
+]
+
+
+@pytest.fixture
+def hub_task(tmp_path):
+    source = tmp_path / "hub"
+    source.mkdir()
+    for split in ("train", "test"):
+        (source / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    spec = {
+        "name": "news",
+        "family": "text_classification",
+        "source": {
+            "dataset": "news",
+            "hub": {
+                "path": "json",
+                "data_files": {s: str(source / f"{s}.jsonl") for s in ("train", "test")},
+                "fields": {"text": "{title}\n{body}", "label": "topic"},
+                "label_names": ["World", "Sports", "Business", "Tech"],
+            },
+        },
+        "prompt": "{text}\nTopic:",
+        "target": " {label}",
+        "labels": ["World", "Sports", "Business", "Tech"],
+    }
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "news.yaml").write_text(yaml.safe_dump(spec))
+    (tasks / "news-seq.yaml").write_text(yaml.safe_dump({"name": "news-seq", "tasks": ["news"]}))
+    return tasks
+
+
+def test_hub_fields_and_label_names(hub_task):
+    data = load_task("news", (str(hub_task),)).load()
+    assert data.test[0].prompt == "Cup final\nA late goal.\nTopic:"
+    assert [e.label for e in data.test] == [1, 2, 3]  # Sports, Business, Tech
+
+
+def test_download_writes_the_mirror_the_loader_reads(hub_task, tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    code = main(
+        [
+            "download",
+            "--sequence",
+            "news-seq",
+            "--data-dir",
+            str(mirror),
+            "--include-path",
+            str(hub_task),
+        ]
+    )
+    assert code == 0 and "news: wrote" in capsys.readouterr().out
+    folder = mirror / "text_classification" / "news"
+    first = json.loads((folder / "train.jsonl").read_text().splitlines()[0])
+    assert first == {"text": "Cup final\nA late goal.", "label": "Sports"}
+    assert json.loads((folder / "labels.json").read_text())[3] == "Tech"
+    from_hub = load_task("news", (str(hub_task),)).load()
+    from_mirror = load_task("news", (str(hub_task),)).load(str(mirror))
+    assert from_hub.fingerprints == from_mirror.fingerprints
+
+
+def test_unreachable_hub_dataset_is_a_clear_error(hub_task):
+    spec = yaml.safe_load((hub_task / "news.yaml").read_text())
+    spec["source"]["hub"]["data_files"] = {"train": "/no/such.jsonl", "test": "/no/such.jsonl"}
+    (hub_task / "news.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ClbenchError, match="cannot load 'json' split 'train'"):
+        load_task("news", (str(hub_task),)).load()
