@@ -243,43 +243,40 @@ def relation_sentences(group: str, train_size: int, test_size: int, seed: int = 
     return records
 
 
-# english=german=french=spanish: single words and fixed phrases that need no grammar.
-_LEXICON = {
-    split: [entry.split("=") for entry in entries]
-    for split, entries in _split(
-        "one=eins=un=uno, two=zwei=deux=dos, three=drei=trois=tres, four=vier=quatre=cuatro, "
-        "six=sechs=six=seis, seven=sieben=sept=siete, nine=neun=neuf=nueve, ten=zehn=dix=diez, "
-        "red=rot=rouge=rojo, blue=blau=bleu=azul, black=schwarz=noir=negro, "
-        "white=weiß=blanc=blanco, Monday=Montag=lundi=lunes, Tuesday=Dienstag=mardi=martes, "
-        "Friday=Freitag=vendredi=viernes, Thursday=Donnerstag=jeudi=jueves, "
-        "Sunday=Sonntag=dimanche=domingo, June=Juni=juin=junio, January=Januar=janvier=enero, "
-        "March=März=mars=marzo, October=Oktober=octobre=octubre, dog=Hund=chien=perro, "
-        "cat=Katze=chat=gato, house=Haus=maison=casa, water=Wasser=eau=agua, "
-        "bread=Brot=pain=pan, book=Buch=livre=libro, tree=Baum=arbre=árbol, "
-        "sun=Sonne=soleil=sol, school=Schule=école=escuela, big=groß=grand=grande, "
-        "small=klein=petit=pequeño, cold=kalt=froid=frío, "
-        "good morning=guten Morgen=bonjour=buenos días, please=bitte=s'il vous plaît=por favor, "
-        "thank you=danke=merci=gracias, goodbye=auf Wiedersehen=au revoir=adiós | "
-        "five=fünf=cinq=cinco, eight=acht=huit=ocho, green=grün=vert=verde, moon=Mond=lune=luna, "
-        "Wednesday=Mittwoch=mercredi=miércoles, Saturday=Samstag=samedi=sábado, "
-        "May=Mai=mai=mayo, apple=Apfel=pomme=manzana, old=alt=vieux=viejo, "
-        "good night=gute Nacht=bonne nuit=buenas noches"
-    ).items()
-}
+# english=german=french=spanish. Numbers from two on and plural nouns need no agreement, so every
+# "{number} {nouns}" phrase is grammatical in all four languages.
+_NUMBERS = _items(
+    "two=zwei=deux=dos, three=drei=trois=tres, four=vier=quatre=cuatro, five=fünf=cinq=cinco, "
+    "six=sechs=six=seis, seven=sieben=sept=siete, eight=acht=huit=ocho, nine=neun=neuf=nueve, "
+    "ten=zehn=dix=diez"
+)
+_NOUNS = _items(
+    "dogs=Hunde=chiens=perros, cats=Katzen=chats=gatos, houses=Häuser=maisons=casas, "
+    "books=Bücher=livres=libros, trees=Bäume=arbres=árboles, apples=Äpfel=pommes=manzanas, "
+    "birds=Vögel=oiseaux=pájaros, cars=Autos=voitures=coches, friends=Freunde=amis=amigos, "
+    "chairs=Stühle=chaises=sillas, flowers=Blumen=fleurs=flores, children=Kinder=enfants=niños, "
+    "horses=Pferde=chevaux=caballos, eggs=Eier=œufs=huevos, cities=Städte=villes=ciudades, "
+    "days=Tage=jours=días"
+)
 _LANGUAGES = ("en", "de", "fr", "es")
 _PAIRS = [f"{src}-{tgt}" for src, tgt in itertools.permutations(_LANGUAGES, 2)]
 
 
 def word_translation(pair: str, train_size: int, test_size: int, seed: int = 0) -> Records:
-    """Words and fixed short phrases (numbers, colours, days, months, nouns, greetings) between
-    two of en, de, fr and es, e.g. pair "en-de"; test entries are never seen in training."""
+    """Phrases like "three dogs" -> "drei Hunde" between two of en, de, fr and es (pair "en-de").
+    A quarter of the number-noun combinations are held out for test: every word of a test phrase
+    is seen in training, but never in that combination."""
     rng = _start("pair", pair, _PAIRS, train_size, test_size, seed)
     src, tgt = pair.split("-")
     i, j = _LANGUAGES.index(src), _LANGUAGES.index(tgt)
+    pools: dict[str, list] = {"train": [], "test": []}
+    for (a, number), (b, noun) in itertools.product(enumerate(_NUMBERS), enumerate(_NOUNS)):
+        words = list(zip(number.split("="), noun.split("="), strict=True))
+        pools["test" if (a + b) % 4 == 0 else "train"].append([" ".join(w) for w in words])
     return {
         split: [
-            {"src": entry[i], "tgt": entry[j], "src_lang": src, "tgt_lang": tgt}
-            for entry in _balanced([_LEXICON[split]], size, rng, f"{split}_size")
+            {"src": phrase[i], "tgt": phrase[j], "src_lang": src, "tgt_lang": tgt}
+            for phrase in _balanced([pools[split]], size, rng, f"{split}_size")
         ]
         for split, size in zip(SPLITS, (train_size, test_size), strict=True)
     }

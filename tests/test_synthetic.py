@@ -241,6 +241,16 @@ def test_bad_arguments_raise_value_error_naming_them(case):
             _generate(case, **{size: 100_000})
 
 
+def test_translation_test_phrases_recombine_words_seen_in_training():
+    records = GENERATORS["word_translation"](pair="en-fr", train_size=108, test_size=36)
+    for side in ("src", "tgt"):
+        seen = {word for r in records["train"] for word in r[side].split()}
+        assert all(set(r[side].split()) <= seen for r in records["test"])
+    assert {"src": "three dogs", "tgt": "trois chiens", "src_lang": "en", "tgt_lang": "fr"} in (
+        records["train"] + records["test"]
+    )
+
+
 def test_translation_pair_must_be_two_known_languages():
     for pair in ("en-en", "en", "en-xx", "de-en-fr"):
         with pytest.raises(ValueError, match="pair"):
