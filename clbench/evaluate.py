@@ -94,17 +94,33 @@ def rank_options(
     option_ids = [encode_target(tokenizer, option) for option in options]
     longest = max(len(ids) for ids in option_ids)
     contexts = [encode_prompt(tokenizer, p, max_length - longest) for p in prompts]
-    if longest == 1:  # one position per prompt scores every option
-        firsts = [ids[0] for ids in option_ids]
-        queries = [([-1] * len(firsts), firsts)] * len(contexts)
-        scores = _logprobs(
-            model, contexts, queries, tokenizer.pad_token_id, batch_size, device, desc
-        )
-        return [int(s.argmax()) for s in scores]
-    scores = _shared_prompt_scores(
+    scores = option_scores(
         model, contexts, option_ids, tokenizer.pad_token_id, batch_size, device, desc
     )
     return scores.argmax(dim=1).tolist()
+
+
+def option_scores(
+    model: torch.nn.Module,
+    contexts: list[list[int]],
+    option_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+) -> torch.Tensor:
+    """Summed log p(option | context), (contexts x options), by the cheapest exact path."""
+    if all(len(ids) == 1 for ids in option_ids):  # one position per context scores them all
+        queries = [([-1] * len(option_ids), [ids[0] for ids in option_ids])] * len(contexts)
+        return torch.stack(_logprobs(model, contexts, queries, pad_id, batch_size, device, desc))
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        # peft prepends its virtual tokens to every forward pass, a cached one too, so the
+        # options cannot reuse the context's cache: each (context, option) runs whole.
+        queries = [(list(range(-len(ids) - 1, -1)), ids) for _ in contexts for ids in option_ids]
+        sequences = [context + ids for context in contexts for ids in option_ids]
+        scores = _logprobs(model, sequences, queries, pad_id, batch_size, device, desc)
+        return torch.stack([s.sum() for s in scores]).view(len(contexts), len(option_ids))
+    return _shared_prompt_scores(model, contexts, option_ids, pad_id, batch_size, device, desc)
 
 
 def _shared_prompt_scores(

@@ -3,6 +3,20 @@
 A method subclasses `Method`, declares its hyper-parameters as a `Params` dataclass, and
 overrides the hooks it needs. It is found by a built-in name, by `package.module:Class`, or by
 an entry point in the group `clbench.methods`; nothing is imported before it is asked for.
+
+The order of the hooks in a run (docs/writing-a-method.md shows them at work):
+
+    wrap_model                       once, after a resumed method's state is loaded
+    for each stage k:
+        before_task                  may add adapters or parameters to stage.model
+        configure_optimizer
+        for each optimizer step:
+            training_batch           replay, pseudo-samples
+            training_loss            regularisation, distillation
+            after_backward           gradient projection, before optimizer.step
+        after_task                   memories, importance weights, merging
+        before_eval (for each task)  select a task's adapter (methods that use the task id)
+        state_dict                   saved with the checkpoint of stage k
 """
 
 from __future__ import annotations
@@ -11,17 +25,35 @@ import dataclasses
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from clbench.config import build_dataclass
+from clbench.encoding import collate
 from clbench.errors import ClbenchError, unknown_name
 from clbench.task import Example, TaskData
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from clbench.config import RunConfig
+
 BUILTIN_METHODS = {
     "seq-ft": "baselines.seq_ft:SeqFT",
+    "joint": "baselines.joint:Joint",
     "replay": "baselines.replay:Replay",
+    "agem": "baselines.agem:AGEM",
+    "ewc": "baselines.ewc:EWC",
+    "l2": "baselines.l2:L2",
+    "lwf": "baselines.lwf:LwF",
+    "lora-seq": "baselines.lora_seq:LoRASeq",
+    "o-lora": "baselines.o_lora:OLoRA",
+    "prompt-tuning": "baselines.prompt_tuning:PromptTuning",
+    "lamol": "baselines.lamol:LAMOL",
+    "ssr": "baselines.ssr:SSR",
+    "cpt-rewarm": "baselines.cpt_rewarm:CPTRewarm",
+    "block-expansion": "baselines.block_expansion:BlockExpansion",
 }
 
 
@@ -31,8 +63,31 @@ class Stage:
 
     index: int  # 1-based: stage k trains the k-th task of the sequence
     data: TaskData  # the task trained in this stage
-    model: torch.nn.Module
+    model: torch.nn.Module  # the model itself (not a DDP wrapper): change it in place
     seed: int  # the run's seed; derive stage-local randomness from (seed, index)
+    tokenizer: Any = None
+    config: RunConfig | None = None
+    accelerator: Accelerator | None = None
+
+    def loss(self, examples: list[Example], model: torch.nn.Module | None = None) -> torch.Tensor:
+        """The mean next-token loss on the examples' targets, as training computes it."""
+        model = model if model is not None else self.model
+        device = next(model.parameters()).device
+        batch = collate(self.tokenizer, examples, self.config.max_length)
+        return model(**{k: v.to(device) for k, v in batch.items()}).loss
+
+
+@dataclass
+class Step:
+    """One training step, as `training_loss` sees it: the batch's examples trained with the
+    next-token loss (alignment pairs trained with DPO are not among them), their tokenized
+    `inputs` and the model's `logits` on them. With no such example, `inputs` and `logits` are
+    None."""
+
+    number: int  # optimizer steps already done in this stage
+    examples: list[Example]
+    inputs: dict[str, torch.Tensor] | None
+    logits: torch.Tensor | None
 
 
 class Method:
@@ -49,15 +104,50 @@ class Method:
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Change the model's structure once per run (adapters, added blocks) and return it.
+        On --resume it runs after `load_state_dict` and before the checkpoint's weights are
+        loaded, so it must rebuild every structure that the saved stages had added."""
+        return model
+
     def before_task(self, stage: Stage) -> None:
         """Called before training on `stage.data`."""
+
+    def configure_optimizer(
+        self, parameters: list[torch.nn.Parameter], stage: Stage, steps: int
+    ) -> tuple[torch.optim.Optimizer, Any]:
+        """The stage's optimizer and learning-rate schedule over its `steps` optimizer steps:
+        by default AdamW and the run's schedule, both new in every stage."""
+        from transformers import get_scheduler
+
+        config = stage.config
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=steps,
+        )
+        return optimizer, scheduler
 
     def training_batch(self, batch: list[Example], stage: Stage) -> list[Example]:
         """Change or extend a training batch before it is tokenized (replay mixes in memory)."""
         return batch
 
+    def training_loss(self, loss: torch.Tensor, step: Step, stage: Stage) -> torch.Tensor:
+        """The loss to minimise, given the task loss of this step (add penalties here)."""
+        return loss
+
+    def after_backward(self, stage: Stage) -> None:
+        """Called once per optimizer step, after the gradients are complete (and averaged across
+        processes), before the optimizer uses them."""
+
     def after_task(self, stage: Stage) -> None:
         """Called after training on `stage.data`, before every task is evaluated."""
+
+    def before_eval(self, model: torch.nn.Module, data: TaskData) -> None:
+        """Called before evaluating the task of `data`; only methods with `uses_task_id` may
+        use its identity (e.g. to select that task's adapter)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: JSON values, and tensors (saved as safetensors)."""

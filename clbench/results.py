@@ -90,7 +90,8 @@ def save_checkpoint(
     return name
 
 
-def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> None:
+    """Load a checkpoint's model weights into `model`, which must have the same tensors."""
     folder = run_dir / name
     missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
     if unexpected or missing:
@@ -98,7 +99,10 @@ def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> dict[st
             f"{folder}: the checkpoint does not fit the model ({len(missing)} missing, "
             f"{len(unexpected)} unexpected tensors)"
         )
-    return load_file(str(folder / "method.safetensors"))
+
+
+def load_method_tensors(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / name / "method.safetensors"))
 
 
 def remove_old_checkpoints(run_dir: Path, keep: str | None) -> None:

@@ -28,6 +28,7 @@ from clbench.results import (
     SCHEMA_VERSION,
     environment,
     load_checkpoint,
+    load_method_tensors,
     peak_memory_mb,
     read_json,
     remove_old_checkpoints,
@@ -35,6 +36,7 @@ from clbench.results import (
     write_json,
 )
 from clbench.task import TaskData, find_contamination
+from clbench.train import train_task
 
 
 def run(
@@ -57,16 +59,20 @@ def run(
         write_json(run_dir / "config.json", config.to_dict())
     accelerator.wait_for_everyone()
     state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
-    model, method, tasks = setup.loaded.model, setup.method, setup.tasks
+    method, tasks, tokenizer = setup.method, setup.tasks, setup.loaded.tokenizer
+    # The method's state comes first: it tells `wrap_model` which adapters or blocks the saved
+    # stages had added, so the checkpoint's weights fit the model.
     if state["checkpoint"]:
-        tensors = load_checkpoint(run_dir, state["checkpoint"], model)
+        tensors = load_method_tensors(run_dir, state["checkpoint"])
         method.load_state_dict({**state["method_state"], **tensors})
-    model = accelerator.prepare(model)
-    tokenizer = setup.loaded.tokenizer
+    model = method.wrap_model(setup.loaded.model).to(accelerator.device)
+    if state["checkpoint"]:
+        load_checkpoint(run_dir, state["checkpoint"], model)
+    setup.loaded.model = model
 
     if not state["rows"]:  # row 0: the model before any continual training
         scores, seconds = _evaluate_all(
-            model, tokenizer, tasks, config, accelerator, "before training"
+            setup.loaded, method, tasks, config, accelerator, "before training"
         )
         _add_row(state, tasks, scores)
         state["stages"].append({"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds})
@@ -77,14 +83,16 @@ def run(
     for k in range(first, last + 1):
         data = tasks[k - 1]
         set_seed(config.seed + k)  # each stage reproducible on its own, so resume is exact
-        stage = Stage(index=k, data=data, model=model, seed=config.seed)
+        stage = Stage(k, data, model, config.seed, tokenizer, config, accelerator)
         method.before_task(stage)
         started = time.perf_counter()
-        training = _train(model, tokenizer, stage, method, config, accelerator, len(tasks))
+        # Prepared afresh each stage: `before_task` may have added parameters.
+        desc = f"stage {k}/{len(tasks)} train {data.task.name}"
+        training = train_task(accelerator.prepare(model), stage, method, accelerator, desc)
         train_seconds = time.perf_counter() - started
         method.after_task(stage)
         scores, eval_seconds = _evaluate_all(
-            model, tokenizer, tasks, config, accelerator, f"after {data.task.name}"
+            setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}"
         )
         _add_row(state, tasks, scores)
         state["stages"].append(
@@ -210,26 +218,32 @@ def _accelerator(config: RunConfig) -> Accelerator:
     )
 
 
-def _train(model, tokenizer, stage, method, config, accelerator, total) -> dict[str, float]:
-    from clbench.train import train_task
-
-    desc = f"stage {stage.index}/{total} train {stage.data.task.name}"
-    return train_task(model, tokenizer, stage, method, config, accelerator, desc)
-
-
 def _evaluate_all(
-    model, tokenizer, tasks: list[TaskData], config: RunConfig, accelerator: Accelerator, when: str
+    loaded: LoadedModel,
+    method: Method,
+    tasks: list[TaskData],
+    config: RunConfig,
+    accelerator: Accelerator,
+    when: str,
 ) -> tuple[list[dict[str, float]], float]:
     """Every metric of every task; the primary one of each fills the matrix row."""
     started = time.perf_counter()
-    scores = [
-        evaluate_task(
-            model, tokenizer, data, accelerator, config.eval_batch_size, config.max_length
+    scores = []
+    bar = tqdm(
+        tasks, desc=f"eval {when}", leave=False, disable=not accelerator.is_local_main_process
+    )
+    for data in bar:
+        method.before_eval(loaded.model, data)
+        scores.append(
+            evaluate_task(
+                loaded.model,
+                loaded.tokenizer,
+                data,
+                accelerator,
+                config.eval_batch_size,
+                config.max_length,
+            )
         )
-        for data in tqdm(
-            tasks, desc=f"eval {when}", leave=False, disable=not accelerator.is_local_main_process
-        )
-    ]
     if accelerator.is_local_main_process:
         cells = ", ".join(
             f"{d.task.name} {s[d.task.metric]:.3f}" for d, s in zip(tasks, scores, strict=True)

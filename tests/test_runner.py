@@ -74,16 +74,16 @@ def test_resume_gives_the_uninterrupted_result(tiny_tasks, tiny_config, tmp_path
 def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypatch):
     """Stage 2 of a resumed run starts from the weights stage 1 ended with."""
     include = (str(tiny_tasks),)
-    real = clbench.runner._train
+    real = clbench.runner.train_task
     before, after = {}, {}
 
-    def spy(model, tokenizer, stage, *args):
+    def spy(model, stage, *args):
         before[stage.index] = _checksum(model)
-        result = real(model, tokenizer, stage, *args)
+        result = real(model, stage, *args)
         after[stage.index] = _checksum(model)
         return result
 
-    monkeypatch.setattr(clbench.runner, "_train", spy)
+    monkeypatch.setattr(clbench.runner, "train_task", spy)
     run(tiny_config, include=include, stop_after=1)
     run(tiny_config, include=include, resume=True, stop_after=1)
     assert before[2] == after[1] != before[1]
@@ -94,14 +94,14 @@ def test_lora_trains_only_the_adapter_and_resumes(tiny_tasks, tiny_config, tmp_p
     tiny_config.peft = "lora"
     base = {n: p.detach().clone() for n, p in load_model("tiny-random").model.named_parameters()}
     final = {}
-    real = clbench.runner._train
+    real = clbench.runner.train_task
 
-    def spy(model, tokenizer, stage, *args):
-        result = real(model, tokenizer, stage, *args)
+    def spy(model, stage, *args):
+        result = real(model, stage, *args)
         final.update({n: p.detach().clone() for n, p in model.named_parameters()})
         return result
 
-    monkeypatch.setattr(clbench.runner, "_train", spy)
+    monkeypatch.setattr(clbench.runner, "train_task", spy)
     whole = load_results(run(tiny_config, include=include))
     assert whole["model"]["peft"] == {"type": "lora", "r": 8, "alpha": 16}
     assert 0 < whole["model"]["trainable_parameters"] < whole["model"]["parameters"]

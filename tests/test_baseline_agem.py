@@ -1,0 +1,114 @@
+"""A-GEM: the memory fills after each task, a conflicting gradient is projected so that it no
+longer conflicts with the memory gradient, and the memory survives --resume."""
+
+import torch
+from accelerate import Accelerator
+
+from baselines.agem import AGEM
+from clbench.method import Stage, create_method
+from clbench.models import load_model
+from clbench.registry import load_task
+from clbench.results import load_results, read_json
+from clbench.runner import run
+
+
+def _stage(index, name, tiny_tasks, tiny_config, model=None, tokenizer=None, accelerator=None):
+    data = load_task(str(tiny_tasks / f"{name}.yaml")).load()
+    return Stage(index, data, model, 0, tokenizer, tiny_config, accelerator)
+
+
+def _flat(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def test_memory_fills_with_each_task(tiny_tasks, tiny_config):
+    agem = create_method("agem", {"memory_per_task": 5})
+    for index, name in enumerate(["t-pos", "t-food"], start=1):
+        stage = _stage(index, name, tiny_tasks, tiny_config)
+        agem.before_task(stage)
+        agem.after_task(stage)
+        assert len(agem.memory) == 5 * index
+        assert all(e in stage.data.train for e in agem.memory[-5:])
+    assert len(set(agem.memory)) == 10
+
+
+def test_conflicting_gradient_is_projected_onto_the_memory_constraint(tiny_tasks, tiny_config):
+    loaded = load_model("tiny-random")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    agem = create_method("agem", {"memory_per_task": 4, "sample_size": 4})
+    first = _stage(1, "t-pos", tiny_tasks, tiny_config, model, tokenizer)
+    agem.before_task(first)
+    agem.after_task(first)
+    accelerator = Accelerator(mixed_precision="no")  # one process: the mean is the identity
+    second = _stage(2, "t-food", tiny_tasks, tiny_config, model, tokenizer, accelerator)
+    agem.before_task(second)
+    params = [p for p in model.parameters() if p.requires_grad]
+    reference = _flat(torch.autograd.grad(second.loss(agem.memory), params))
+
+    # The batch gradient: the memory's own gradient reversed, plus some unrelated direction.
+    noise = torch.randn(reference.shape, generator=torch.Generator().manual_seed(0))
+    raw = -reference + 0.1 * reference.norm() * noise / noise.norm()
+    offset = 0
+    for p in params:
+        p.grad = raw[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    assert torch.dot(raw, reference) < 0  # a conflict
+
+    agem.after_backward(second)
+    projected = _flat([p.grad for p in params])
+    expected = raw - torch.dot(raw, reference) / torch.dot(reference, reference) * reference
+    assert torch.allclose(projected, expected, atol=1e-6 * raw.norm())
+    scale = projected.norm() * reference.norm()
+    assert torch.dot(projected, reference) >= -1e-5 * scale  # no conflict left
+    assert (projected - raw).norm() > 0.5 * raw.norm()  # and it did change
+
+    # A gradient that agrees with the memory is left as it is.
+    offset = 0
+    for p in params:
+        p.grad = -raw[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    agem.after_backward(second)
+    assert torch.equal(_flat([p.grad for p in params]), -raw)
+
+
+def test_run_uses_the_memory_after_the_first_task_and_resumes(
+    tiny_tasks, tiny_config, tmp_path, monkeypatch
+):
+    include = (str(tiny_tasks),)
+    calls = []
+    real = AGEM.reference_gradient
+    monkeypatch.setattr(
+        AGEM,
+        "reference_gradient",
+        lambda self, stage, params: (
+            calls.append((stage.index, len(self.memory))) or real(self, stage, params)
+        ),
+    )
+    tiny_config.method = "agem"
+    tiny_config.method_args = {"memory_per_task": 6, "sample_size": 4}
+    whole = load_results(run(tiny_config, include=include))
+    assert len(whole["matrix"]) == 4 and all(len(row) == 3 for row in whole["matrix"])
+    # A reference gradient at every step after task 1, from a memory of 6 examples per task.
+    assert calls == [(2, 6)] * 3 + [(3, 12)] * 3
+    assert whole["method"]["extra_memory"] and not whole["method"]["uses_task_id"]
+
+    tiny_config.output = str(tmp_path / "interrupted")
+    run_dir = run(tiny_config, include=include, stop_after=1)
+    saved = read_json(run_dir / "state.json")["method_state"]["memory"]
+    assert len(saved) == 6 and {e["task"] for e in saved} == {"t-pos"}
+    calls.clear()
+    resumed = load_results(run(tiny_config, include=include, resume=True))
+    assert calls == [(2, 6)] * 3 + [(3, 12)] * 3  # the memory came back
+    assert resumed["matrix"] == whole["matrix"]
+    losses = [s.get("final_loss") for s in whole["timings"]["stages"]]
+    assert [s.get("final_loss") for s in resumed["timings"]["stages"]] == losses
+
+
+def test_state_round_trips(tiny_tasks, tiny_config):
+    agem = create_method("agem", {"memory_per_task": 3})
+    stage = _stage(1, "t-pos", tiny_tasks, tiny_config)
+    agem.before_task(stage)
+    agem.after_task(stage)
+    restored = AGEM(agem.params)
+    restored.load_state_dict(agem.state_dict())
+    assert restored.memory == agem.memory and len(restored.memory) == 3

@@ -1,0 +1,84 @@
+"""L2: the pull toward the previous task's weights, its value, its effect on training, resume."""
+
+import pytest
+import torch
+
+from clbench.method import Stage, create_method
+from clbench.models import load_model
+from clbench.registry import load_task
+from clbench.results import load_results
+from clbench.runner import run
+
+
+def _stage(index, task_name, tiny_tasks, config, loaded):
+    data = load_task(str(tiny_tasks / f"{task_name}.yaml")).load()
+    return Stage(index, data, loaded.model, 0, loaded.tokenizer, config)
+
+
+def _distance(model, anchor):
+    with torch.no_grad():
+        return float(sum(((p - anchor[n]) ** 2).sum() for n, p in model.named_parameters()) ** 0.5)
+
+
+def test_penalty_is_zero_at_the_anchor_and_half_lambda_squared_distance(tiny_tasks, tiny_config):
+    loaded = load_model("tiny-random")
+    l2 = create_method("l2", {"l2_lambda": 3.0})
+    loss = torch.tensor(0.7)
+    l2.before_task(_stage(1, "t-pos", tiny_tasks, tiny_config, loaded))
+    assert l2.training_loss(loss, None, None) is loss  # the first task has no anchor
+
+    stage = _stage(2, "t-food", tiny_tasks, tiny_config, loaded)
+    l2.before_task(stage)
+    assert set(l2.anchor) == {n for n, _ in loaded.model.named_parameters()}
+    with torch.no_grad():
+        assert float(l2.penalty(loaded.model)) == 0.0
+    generator = torch.Generator().manual_seed(0)
+    named = list(loaded.model.named_parameters())
+    shifts = {n: torch.randn(p.shape, generator=generator) for n, p in named}
+    for scale in (1e-3, 2e-3):  # quadratic: twice as far, four times the penalty
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(l2.anchor[n] + scale * shifts[n])
+        expected = 3.0 / 2 * scale**2 * sum(float((s**2).sum()) for s in shifts.values())
+        with torch.no_grad():
+            assert float(l2.penalty(loaded.model)) == pytest.approx(expected, rel=1e-3)
+
+
+def _train_second_task(tiny_tasks, tiny_config, l2_lambda):
+    """Four AdamW steps on task 2 from fixed weights; returns the distance from them."""
+    loaded = load_model("tiny-random")
+    l2 = create_method("l2", {"l2_lambda": l2_lambda})
+    stage = _stage(2, "t-food", tiny_tasks, tiny_config, loaded)
+    l2.before_task(stage)
+    optimizer = torch.optim.AdamW(loaded.model.parameters(), lr=1e-2)
+    for start in range(0, 16, 4):
+        optimizer.zero_grad()
+        loss = stage.loss(stage.data.train[start : start + 4])
+        l2.training_loss(loss, None, stage).backward()
+        optimizer.step()
+    return _distance(loaded.model, l2.anchor)
+
+
+def test_the_pull_keeps_training_near_the_previous_weights(tiny_tasks, tiny_config):
+    free = _train_second_task(tiny_tasks, tiny_config, l2_lambda=0.0)
+    pulled = _train_second_task(tiny_tasks, tiny_config, l2_lambda=100.0)
+    assert free > 0 and pulled < 0.7 * free
+
+
+def test_a_run_fills_the_matrix_and_resumes_from_the_same_anchor(tiny_tasks, tiny_config, tmp_path):
+    include = (str(tiny_tasks),)
+    tiny_config.method = "l2"
+    tiny_config.method_args = {"l2_lambda": 100.0}
+    whole = load_results(run(tiny_config, include=include))
+    matrix = whole["matrix"]
+    assert len(matrix) == 4 and all(len(row) == 3 for row in matrix)
+    assert whole["method"]["hyperparameters"] == {"l2_lambda": 100.0}
+    assert whole["method"]["extra_memory"] and not whole["method"]["uses_task_id"]
+
+    tiny_config.output = str(tmp_path / "interrupted")
+    run(tiny_config, include=include, stop_after=1)
+    resumed = load_results(run(tiny_config, include=include, resume=True))
+    assert resumed["matrix"] == matrix
+    # The final losses carry the penalty: the resumed stages were pulled toward the same anchor.
+    losses = [s["final_loss"] for s in whole["timings"]["stages"][1:]]
+    assert [s["final_loss"] for s in resumed["timings"]["stages"][1:]] == losses

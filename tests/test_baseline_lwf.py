@@ -1,0 +1,122 @@
+"""LwF: the distillation term against a hand computation, its zero at the teacher, LoRA, resume."""
+
+import copy
+
+import pytest
+import torch
+
+from clbench.encoding import collate
+from clbench.method import Stage, Step, create_method
+from clbench.models import apply_lora, load_model
+from clbench.registry import load_task
+from clbench.results import load_results
+from clbench.runner import run
+
+
+def _stage(index, task_name, tiny_tasks, config, loaded):
+    data = load_task(str(tiny_tasks / f"{task_name}.yaml")).load()
+    return Stage(index, data, loaded.model, 0, loaded.tokenizer, config)
+
+
+def _step(stage):
+    examples = stage.data.train[:4]
+    inputs = collate(stage.tokenizer, examples, stage.config.max_length)
+    return Step(0, examples, inputs, stage.model(**inputs).logits)
+
+
+def test_distillation_is_zero_at_the_teacher_and_matches_the_formula(tiny_tasks, tiny_config):
+    loaded = load_model("tiny-random")
+    lwf = create_method("lwf", {"alpha": 0.5, "temperature": 2.0})
+    first = _stage(1, "t-pos", tiny_tasks, tiny_config, loaded)
+    lwf.before_task(first)
+    loss = torch.tensor(0.9)
+    assert lwf.training_loss(loss, _step(first), first) is loss  # no teacher for task 1
+
+    stage = _stage(2, "t-food", tiny_tasks, tiny_config, loaded)
+    lwf.before_task(stage)
+    with torch.no_grad():
+        step = _step(stage)
+    teacher_logits = step.logits
+    assert float(lwf.distillation(stage.model, step.inputs, step.logits)) == pytest.approx(
+        0, abs=1e-6
+    )
+
+    # Only positions that predict a labelled token count.
+    labels = step.inputs["labels"]
+    used = torch.zeros_like(labels, dtype=torch.bool)
+    used[:, :-1] = labels[:, 1:] != -100
+    noise = torch.randn(step.logits.shape, generator=torch.Generator().manual_seed(0))
+    off_target = teacher_logits + 5 * noise * (~used).unsqueeze(-1)
+    assert float(lwf.distillation(stage.model, step.inputs, off_target)) == pytest.approx(
+        0, abs=1e-6
+    )
+
+    student = teacher_logits + noise
+    got = float(lwf.distillation(stage.model, step.inputs, student))
+    p_old = torch.softmax(teacher_logits[used] / 2.0, dim=-1)
+    log_new = torch.log_softmax(student[used] / 2.0, dim=-1)
+    kl = (p_old * (p_old.log() - log_new)).sum(dim=-1).mean()
+    assert got > 0 and got == pytest.approx(float(0.5 * 2.0**2 * kl), rel=1e-4)
+
+
+def test_the_teacher_is_the_model_as_the_task_began(tiny_tasks, tiny_config):
+    loaded = load_model("tiny-random")
+    lwf = create_method("lwf")
+    stage = _stage(2, "t-food", tiny_tasks, tiny_config, loaded)
+    lwf.before_task(stage)
+    frozen = copy.deepcopy(loaded.model)  # what the paper keeps: the previous model
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.mul_(1.5)
+    step = _step(stage)
+    term = lwf.training_loss(torch.tensor(0.0), step, stage)
+    with torch.no_grad():
+        old = frozen(**step.inputs).logits
+        expected = lwf.distillation(frozen, step.inputs, old)  # zero: frozen is the teacher
+        assert float(expected) == pytest.approx(0, abs=1e-6)
+        used = step.inputs["labels"][:, 1:] != -100
+        p_old = torch.softmax(old[:, :-1][used] / 2.0, dim=-1)
+        log_new = torch.log_softmax(step.logits[:, :-1][used] / 2.0, dim=-1)
+        kl = (p_old * (p_old.log() - log_new)).sum(dim=-1).mean()
+    assert float(term.detach()) == pytest.approx(2.0**2 * float(kl), rel=1e-4)
+    assert float(kl) > 1e-3
+    term.backward()  # the term trains the current model
+    assert any(float(p.grad.abs().sum()) > 0 for p in loaded.model.parameters())
+
+
+def test_with_lora_the_teacher_is_the_adapter(tiny_tasks, tiny_config):
+    loaded = load_model("tiny-random")
+    loaded.model = apply_lora(loaded.model, 4, 8)
+    lwf = create_method("lwf")
+    stage = _stage(2, "t-food", tiny_tasks, tiny_config, loaded)
+    lwf.before_task(stage)
+    trainable = {n for n, p in loaded.model.named_parameters() if p.requires_grad}
+    assert set(lwf.teacher) == trainable and all("lora_" in n for n in trainable)
+    zero = torch.tensor(0.0)
+    with torch.no_grad():
+        assert float(lwf.training_loss(zero, _step(stage), stage)) == pytest.approx(0, abs=1e-6)
+        for n, p in loaded.model.named_parameters():
+            if "lora_B" in n:  # B starts at zero: give the adapter an effect
+                p.add_(0.5)
+        assert float(lwf.training_loss(zero, _step(stage), stage)) > 1e-3
+
+
+def test_a_run_fills_the_matrix_and_resumes_with_the_same_teacher(
+    tiny_tasks, tiny_config, tmp_path
+):
+    include = (str(tiny_tasks),)
+    tiny_config.method = "lwf"
+    tiny_config.method_args = {"alpha": 10.0}
+    whole = load_results(run(tiny_config, include=include))
+    matrix = whole["matrix"]
+    assert len(matrix) == 4 and all(len(row) == 3 for row in matrix)
+    assert whole["method"]["hyperparameters"] == {"alpha": 10.0, "temperature": 2.0}
+    assert whole["method"]["extra_memory"] and not whole["method"]["uses_task_id"]
+
+    tiny_config.output = str(tmp_path / "interrupted")
+    run(tiny_config, include=include, stop_after=1)
+    resumed = load_results(run(tiny_config, include=include, resume=True))
+    assert resumed["matrix"] == matrix
+    # The final losses carry the distillation term: the resumed stages had the same teacher.
+    losses = [s["final_loss"] for s in whole["timings"]["stages"][1:]]
+    assert [s["final_loss"] for s in resumed["timings"]["stages"][1:]] == losses
