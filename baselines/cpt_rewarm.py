@@ -1,15 +1,15 @@
-import dataclasses
 import math
 import random
 from dataclasses import dataclass
 
 import torch
 
-from clbench.method import Method, Stage
+from baselines.replay import Replay
+from clbench.method import Stage
 from clbench.task import Example
 
 
-class CPTRewarm(Method):
+class CPTRewarm(Replay):
     """Continual pre-training with learning-rate re-warming, re-decaying and replay (Ibrahim,
     Therien, Gupta, Richter, Anthony, Lesort, Belilovsky and Rish, 2024, "Simple and Scalable
     Strategies to Continually Pre-train Large Language Models", TMLR).
@@ -21,8 +21,8 @@ class CPTRewarm(Method):
     paper: a fraction `replay_fraction` of every batch is replaced by examples of earlier tasks,
     so the batch size and the compute stay those of the run; a fractional count is rounded up or
     down at random, so the fraction holds on average for small batches too. The earlier
-    examples come from a reservoir of `buffer_size` examples (the paper replays from the whole
-    earlier dataset; the buffer bounds the memory).
+    examples come from the reservoir of `replay` (`buffer_size` examples; the paper replays from
+    the whole earlier dataset, the buffer bounds the memory).
 
     No task identity at inference; extra memory: the replay buffer of stored examples.
     """
@@ -36,12 +36,6 @@ class CPTRewarm(Method):
         min_lr_ratio: float = 0.1
         replay_fraction: float = 0.25  # the paper's choice for a strong distribution shift
         buffer_size: int = 200
-
-    def __init__(self, params=None) -> None:
-        super().__init__(params)
-        self.buffer: list[Example] = []
-        self.seen = 0  # examples that have streamed through the reservoir
-        self.rng = random.Random(0)
 
     def before_task(self, stage: Stage) -> None:
         self.rng = random.Random(f"cpt-rewarm:{stage.seed}:{stage.index}")
@@ -70,20 +64,3 @@ class CPTRewarm(Method):
         count = math.floor(share) + (self.rng.random() < share - math.floor(share))
         count = min(count, len(self.buffer))
         return batch[: len(batch) - count] + self.rng.sample(self.buffer, count)
-
-    def after_task(self, stage: Stage) -> None:
-        for example in stage.data.train:  # reservoir sampling (Vitter, 1985)
-            self.seen += 1
-            if len(self.buffer) < self.params.buffer_size:
-                self.buffer.append(example)
-            else:
-                slot = self.rng.randrange(self.seen)
-                if slot < self.params.buffer_size:
-                    self.buffer[slot] = example
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen, "buffer": [dataclasses.asdict(x) for x in self.buffer]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seen = state["seen"]
-        self.buffer = [Example(**x) for x in state["buffer"]]

@@ -1,7 +1,7 @@
 """Run every shipped baseline on `standard-cl-order1` with one shared budget and several seeds,
 and keep each run's results.json under leaderboard/results/.
 
-    python benchmarks/baselines.py --data-dir DATA_DIR [--seeds 0 1 2] [--methods seq-ft ...]
+    python benchmarks/baselines_run.py --data-dir DATA_DIR [--seeds 0 1 2] [--methods seq-ft ...]
 
 Each run is one `clbench run --config benchmarks/baselines.yaml --data-dir DATA_DIR --method M
 --seed S` (plus
