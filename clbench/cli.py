@@ -103,10 +103,55 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--include-path", action="append", default=[], metavar="DIR")
     listing.set_defaults(handler=_list)
 
-    rep = commands.add_parser("report", help="tables of the matrix and metrics of runs")
-    rep.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rep = commands.add_parser(
+        "report",
+        help="one run's matrix and metrics, or mean ± std, CIs and tests over many runs",
+    )
+    rep.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR_OR_GLOB",
+        help="run folders, folders of runs, results files or globs (quote them)",
+    )
     rep.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    rep.add_argument("--baseline", metavar="METHOD", help="test every method against this one")
+    rep.add_argument("--metrics", help="comma-separated, e.g. aa,fgt,bwt (default: all six)")
+    rep.add_argument(
+        "--average-orders",
+        action="store_true",
+        help="average a method over the task orders of a sequence (standard-cl-order1..3)",
+    )
+    rep.add_argument("--decimals", type=int, default=1, help="decimals of the percentages")
+    rep.add_argument(
+        "--interval",
+        choices=["std", "ci"],
+        default="std",
+        help="show mean ± std or mean [95%% CI] (default: std)",
+    )
     rep.set_defaults(handler=_report)
+
+    fig = commands.add_parser("plot", help="a paper figure of runs (PDF, PNG or SVG)")
+    fig.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run folder, results.json file or glob; a folder of runs means all under it",
+    )
+    # Checked by clbench.plots, not `choices`, so that 'general' gets its own message.
+    fig.add_argument(
+        "--kind",
+        default="heatmap",
+        metavar="{heatmap,curves,stages,bars}",
+        help="the matrix, task curves, AA_k/AIA_k by stage, or metric bars (default: heatmap)",
+    )
+    fig.add_argument("--out", required=True, metavar="FILE", help="a .pdf, .png or .svg file")
+    fig.add_argument(
+        "--width",
+        choices=["single", "double"],
+        default="single",
+        help="one column (3.5 in) or two (7.0 in) of a two-column paper",
+    )
+    fig.set_defaults(handler=_plot)
     download = commands.add_parser("download", help="write a sequence's data in the mirror layout")
     download.add_argument("--sequence", required=True)
     download.add_argument("--data-dir", required=True)
@@ -195,10 +240,32 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clbench.report import report
+    from clbench.metrics import METRIC_KEYS
+    from clbench.report import load_runs, parse_metrics, report, tables
     from clbench.results import load_results
 
-    print(report([load_results(path) for path in args.runs], args.format), end="")
+    metrics = parse_metrics(args.metrics) if args.metrics is not None else METRIC_KEYS
+    runs = load_runs(args.runs)
+    if len(runs) == 1:  # one run: its whole matrix, as after `clbench run`
+        text = report([load_results(runs["path"][0])], args.format, metrics, args.decimals)
+    else:
+        text = tables(
+            runs,
+            args.format,
+            baseline=args.baseline,
+            metrics=metrics,
+            average_orders=args.average_orders,
+            decimals=args.decimals,
+            interval=args.interval,
+        )
+    print(text, end="")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from clbench.plots import load_runs, plot, save
+
+    print(f"wrote {save(plot(load_runs(args.runs), args.kind, args.width), args.out)}")
     return 0
 
 

@@ -1,0 +1,257 @@
+"""`clbench.plots` and `clbench plot`: every kind renders, files are deterministic, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from clbench import plots
+from clbench.cli import main
+from clbench.errors import ClbenchError
+from clbench.metrics import compute
+
+TASKS = ["dbpedia", "amazon", "yahoo", "agnews"]
+
+
+def make_run(
+    method: str = "replay",
+    seed: int = 1,
+    sequence: str = "standard-cl-order1",
+    tasks: list[str] = TASKS,
+) -> dict[str, Any]:
+    """A small results dict with a made-up matrix that forgets; two cells are null."""
+    rng = np.random.default_rng(seed + 100 * len(method))
+    n = len(tasks)
+    matrix: list[list[float | None]] = []
+    for k in range(n + 1):
+        row: list[float | None] = []
+        for j in range(n):
+            learned = 0.85 - 0.08 * (k - j - 1) if k > j else 0.3  # trained, then forgotten
+            row.append(round(float(np.clip(learned + rng.normal(0, 0.03), 0, 1)), 4))
+        matrix.append(row)
+    matrix[1][n - 1] = None  # as in a published matrix without some zero-shot cells
+    matrix[2][n - 1] = None
+    metrics = compute(matrix)
+    curves = {f"{key}_k": [] for key in metrics}
+    for k in range(1, n + 1):
+        for key, value in compute([row[:k] for row in matrix[: k + 1]]).items():
+            curves[f"{key}_k"].append(value)
+    return json.loads(
+        json.dumps(
+            {
+                "run_id": f"{method}-s{seed}",
+                "sequence": {
+                    "name": sequence,
+                    "tasks": [{"name": t, "fingerprint": f"sha256:{t}"} for t in tasks],
+                },
+                "method": {"name": method, "hyperparameters": {}},
+                "model": {"name": "smollm2-135m"},
+                "seed": seed,
+                "budget": {"steps_per_task": 8},
+                "matrix": matrix,
+                "metrics": metrics,
+                "curves": curves,
+            }
+        ).replace("NaN", "null")  # as results.json stores them
+    )
+
+
+def write_runs(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
+    paths = []
+    for run in runs:
+        path = folder / run["run_id"] / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(run), encoding="utf-8")
+        paths.append(path.parent)
+    return paths
+
+
+ONE = [make_run()]
+SEEDS = [make_run(seed=s) for s in (1, 2, 3)]
+METHODS = SEEDS + [make_run("ewc", seed=s) for s in (1, 2, 3)]
+
+
+def test_fixture_has_null_cells_and_null_metrics():
+    assert ONE[0]["matrix"][1][3] is None and ONE[0]["metrics"]["fwd"] is None
+    assert ONE[0]["metrics"]["fwt"] is not None
+    assert ONE[0]["curves"]["aa_k"][0] is not None
+
+
+@pytest.mark.parametrize("kind", plots.KINDS)
+@pytest.mark.parametrize("runs", [ONE, SEEDS], ids=["1 run", "3 seeds"])
+def test_every_kind_writes_every_format(kind, runs, tmp_path):
+    figure = plots.plot(runs, kind)
+    assert isinstance(figure, Figure)
+    assert figure.get_figwidth() == 3.5
+    for suffix in plots.FORMATS:
+        path = plots.save(figure, tmp_path / f"figure{suffix}")
+        assert path.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kind", ["curves", "stages", "bars"])
+def test_several_methods(kind, tmp_path):
+    figure = plots.plot(METHODS, kind, width="double")
+    assert figure.get_figwidth() == 7.0
+    legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    if kind == "curves":
+        assert [ax.get_title().split(" · ")[0] for ax in figure.axes] == ["replay", "ewc"]
+    else:
+        assert legend_texts == ["replay (n=3)", "ewc (n=3)"]
+
+
+@pytest.mark.parametrize("kind", plots.KINDS)
+@pytest.mark.parametrize("suffix", [".svg", ".pdf"])
+def test_vector_files_are_byte_identical(kind, suffix, tmp_path):
+    first = plots.save(plots.plot(SEEDS, kind), tmp_path / f"a{suffix}").read_bytes()
+    second = plots.save(plots.plot(SEEDS, kind), tmp_path / f"b{suffix}").read_bytes()
+    assert first == second
+    assert b"CreationDate" not in first and b"<dc:date>" not in first
+
+
+@pytest.mark.parametrize("kind", plots.KINDS)
+def test_text_is_readable_at_print_size(kind):
+    figure = plots.plot(METHODS if kind != "heatmap" else SEEDS, kind)
+    figure.draw_without_rendering()
+    sizes = [t.get_fontsize() for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
+    assert sizes and min(sizes) >= 7
+
+
+def bands(figure: Figure) -> int:
+    return sum(isinstance(c, PolyCollection) for ax in figure.axes for c in ax.collections)
+
+
+@pytest.mark.parametrize("kind", ["curves", "stages"])
+def test_band_only_with_several_runs(kind):
+    assert bands(plots.plot(ONE, kind)) == 0
+    assert bands(plots.plot(SEEDS, kind)) > 0
+
+
+def test_curves_band_is_the_t_interval():
+    figure = plots.curves(SEEDS)
+    band = figure.axes[0].collections[0].get_paths()[0].vertices  # task 0
+    scores = np.array([[run["matrix"][k][0] for k in range(5)] for run in SEEDS]) * 100
+    half = 4.302653 * scores.std(axis=0, ddof=1) / np.sqrt(3)  # t(0.975, 2) * sem
+    top = scores.mean(axis=0) + half
+    band_top = [band[band[:, 0] == stage, 1].max() for stage in range(5)]
+    assert np.allclose(band_top, top, atol=1e-4)
+
+
+def test_curves_mark_the_training_stage_and_show_isolated_values():
+    lines = {line.get_label(): line for line in plots.curves(ONE).axes[0].lines}
+    assert lines["yahoo"].get_markevery() == [3]  # task 3 is trained at stage 3
+    dots = [line for line in lines.values() if len(line.get_xdata()) == 1]
+    assert len(dots) == 1 and list(dots[0].get_xdata()) == [0]  # agnews before training: the
+    # cells after it are null, so its line alone would not show it
+
+
+def test_bars_error_bars_and_missing_metrics():
+    [ax] = plots.bars(ONE).axes
+    assert all(c.errorbar is None for c in ax.containers if hasattr(c, "errorbar"))
+    assert "FWD (all methods)" in ax.get_xlabel()  # fwd is null: a note, not a bar at 0
+    assert [t.get_text() for t in ax.texts] == ["n/a"]
+    assert len(ax.patches) == 4  # aa, fgt, bwt, fwt
+    [ax] = plots.bars(SEEDS).axes
+    assert any(getattr(c, "lines", None) for c in ax.containers)  # error bars over seeds
+
+
+def test_heatmap_of_seeds_is_the_mean_matrix():
+    figure = plots.heatmap(SEEDS)
+    ax = figure.axes[0]
+    assert "mean of 3 runs" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["before training", *TASKS]
+    assert [t.get_text() for t in ax.get_xticklabels()] == TASKS
+    mean = np.mean([run["matrix"][2][0] for run in SEEDS]) * 100
+    cells = [t.get_text() for t in ax.texts]
+    assert abs(float(cells[2 * 4 + 0]) - mean) <= 0.05 + 1e-9  # one decimal
+    assert cells[1 * 4 + 3] == "–"  # the null cell
+
+
+def test_heatmap_of_one_results_dict_keeps_the_runner_call():
+    figure = plots.heatmap(ONE[0])
+    assert "seed 1" in figure.axes[0].get_title()
+
+
+def test_heatmap_of_many_tasks_drops_values_it_cannot_fit():
+    tasks = [f"task-{i}" for i in range(15)]
+    ax = plots.heatmap(make_run(tasks=tasks)).axes[0]
+    assert not ax.texts and "too narrow" in ax.get_xlabel()
+    assert ax.get_xticklabels()[0].get_rotation() == 90  # names too close for 45 degrees
+    ax = plots.heatmap(make_run(tasks=tasks), width="double").axes[0]
+    assert len(ax.texts) == 16 * 15
+
+
+def test_errors():
+    with pytest.raises(ClbenchError, match=r"unknown plot kind 'curve'.*'curves'"):
+        plots.plot(ONE, "curve")
+    with pytest.raises(ClbenchError, match="'general' is not available yet"):
+        plots.plot(ONE, "general")
+    with pytest.raises(ClbenchError, match=r"one method.*replay, ewc"):
+        plots.heatmap(METHODS)
+    other = make_run("ewc", sequence="default", tasks=["a", "b", "c"])
+    with pytest.raises(ClbenchError, match=r"share a sequence.*replay-s1.*default.*ewc-s1"):
+        plots.curves([*ONE, other])
+    with pytest.raises(ClbenchError, match="figure width"):
+        plots.bars(ONE, width="triple")
+    with pytest.raises(ClbenchError, match=r"unknown figure format '\.jpg'"):
+        plots.save(plots.bars(ONE), "x.jpg")
+    broken = {**ONE[0], "matrix": [[0.5]]}
+    with pytest.raises(ClbenchError, match=r"replay-s1: matrix has shape \(1, 1\)"):
+        plots.heatmap(broken)
+    with pytest.raises(ClbenchError, match=r"no curves\.aa_k"):
+        plots.stages([{**ONE[0], "curves": {}}])
+
+
+def test_load_runs_expands_folders_globs_and_files(tmp_path):
+    folders = write_runs(tmp_path / "runs", SEEDS)
+    by_folder = plots.load_runs([tmp_path / "runs"])
+    assert [r["run_id"] for r in by_folder] == ["replay-s1", "replay-s2", "replay-s3"]
+    mixed = plots.load_runs([str(tmp_path / "runs" / "*"), folders[0] / "results.json", folders[1]])
+    assert len(mixed) == 3  # each file once
+    with pytest.raises(ClbenchError, match=r"no results\.json matches"):
+        plots.load_runs([str(tmp_path / "nothing-*")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClbenchError, match=r"no results\.json at or under"):
+        plots.load_runs([tmp_path / "empty"])
+
+
+def test_runs_that_cannot_be_averaged_are_plotted_apart():
+    longer = [{**run, "budget": {"steps_per_task": 16}} for run in SEEDS[:2]]
+    fig = plots.stages([*SEEDS, *longer])
+    labels = " ".join(t.get_text() for t in fig.findobj(Text))
+    assert "replay [1] (n=3)" in labels and "replay [2] (n=2)" in labels
+
+
+def test_cli_writes_the_file(tmp_path, capsys):
+    write_runs(tmp_path / "runs", METHODS)
+    out = tmp_path / "figs" / "bars.pdf"
+    assert main(["plot", str(tmp_path / "runs"), "--kind", "bars", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"%PDF") and str(out) in capsys.readouterr().out
+    svg = tmp_path / "heat.svg"
+    args = ["plot", str(tmp_path / "runs" / "replay-*"), "--out", str(svg), "--width", "double"]
+    assert main(args) == 0  # heatmap is the default kind
+    assert svg.read_text(encoding="utf-8").startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{runs}", "--kind", "heatmap"], "one method"),
+        (["{runs}", "--kind", "general"], "not available yet"),
+        (["{missing}"], "no results.json"),
+    ],
+)
+def test_cli_exits_2_on_bad_input(args, message, tmp_path, capsys):
+    write_runs(tmp_path / "runs", METHODS)
+    names = {"runs": str(tmp_path / "runs"), "missing": str(tmp_path / "missing")}
+    out = tmp_path / "figure.png"
+    argv = ["plot", *[a.format(**names) for a in args], "--out", str(out)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err and not out.exists()
