@@ -2,10 +2,9 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
 
 from clbench.errors import ClbenchError
-from clbench.method import Method
+from clbench.method import Method, refuse_peft
 
 
 class BlockExpansion(Method):
@@ -32,10 +31,7 @@ class BlockExpansion(Method):
         num_new_blocks: int = 2  # the paper adds 8 blocks to LLaMA2-7B's 32
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(model, PeftModel):
-            raise ClbenchError(
-                "method 'block-expansion' trains its own added blocks; run it without --peft lora"
-            )
+        refuse_peft(model, "block-expansion", "trains its own added blocks")
         layers = getattr(getattr(model, "model", None), "layers", None)
         if not isinstance(layers, torch.nn.ModuleList):
             raise ClbenchError("block-expansion needs a LLaMA-style model (model.model.layers)")

@@ -1,10 +1,9 @@
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 
-from clbench.errors import ClbenchError
-from clbench.method import Method
+from clbench.method import Method, refuse_peft
+from clbench.models import apply_lora
 
 
 class LoRASeq(Method):
@@ -26,15 +25,5 @@ class LoRASeq(Method):
         dropout: float = 0.0
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(model, PeftModel):
-            raise ClbenchError(
-                "method 'lora-seq' adds its own LoRA adapter; run it without --peft lora"
-            )
-        config = LoraConfig(
-            r=self.params.r,
-            lora_alpha=self.params.alpha,
-            lora_dropout=self.params.dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, config)  # freezes every base weight
+        refuse_peft(model, "lora-seq", "adds its own LoRA adapter")
+        return apply_lora(model, self.params.r, self.params.alpha, self.params.dropout)

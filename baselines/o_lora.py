@@ -4,8 +4,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 
-from clbench.errors import ClbenchError
-from clbench.method import Method, Stage, Step
+from clbench.method import Method, Stage, Step, refuse_peft
 
 
 def adapter_name(task: int) -> str:
@@ -56,10 +55,7 @@ class OLoRA(Method):
         )
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(model, PeftModel):
-            raise ClbenchError(
-                "method 'o-lora' adds its own LoRA adapters; run it without --peft lora"
-            )
+        refuse_peft(model, "o-lora", "adds its own LoRA adapters")
         model = get_peft_model(model, self._config(), adapter_name=adapter_name(1))
         for task in range(2, self.adapters + 1):  # on --resume: the saved stages' adapters
             model.add_adapter(adapter_name(task), self._config())

@@ -5,7 +5,7 @@ import torch
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 
 from clbench.errors import ClbenchError
-from clbench.method import Method, Stage
+from clbench.method import Method, Stage, refuse_peft
 from clbench.task import TaskData
 
 
@@ -55,10 +55,7 @@ class PromptTuning(Method):
         )
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(model, PeftModel):
-            raise ClbenchError(
-                "method 'prompt-tuning' adds its own soft prompts; run it without --peft lora"
-            )
+        refuse_peft(model, "prompt-tuning", "adds its own soft prompts")
         model = get_peft_model(model, self._config(), adapter_name=prompt_name(1))
         for task in range(2, self.prompts + 1):  # on --resume: the saved stages' prompts
             model.add_adapter(prompt_name(task), self._config())

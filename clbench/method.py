@@ -166,6 +166,15 @@ class Method:
         }
 
 
+def refuse_peft(model: torch.nn.Module, method: str, builds: str) -> None:
+    """A method that builds its own parameter-efficient structure (`builds`) cannot also run on
+    a model that `--peft lora` has wrapped already."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        raise ClbenchError(f"method {method!r} {builds}; run it without --peft lora")
+
+
 def method_names() -> dict[str, str]:
     """Built-in names and installed entry points, each with its `module:Class`."""
     found = {ep.name: ep.value for ep in entry_points(group="clbench.methods")}

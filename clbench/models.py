@@ -147,11 +147,15 @@ def _tiny_random() -> tuple[PreTrainedModel, Any]:
     return model, tokenizer
 
 
-def apply_lora(model: PreTrainedModel, r: int, alpha: int) -> PreTrainedModel:
-    """Wrap `model` with one LoRA adapter on every linear layer (peft)."""
+def apply_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float = 0.0) -> PreTrainedModel:
+    """Wrap `model` with one LoRA adapter on every linear layer (peft); base weights freeze."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
