@@ -1,5 +1,5 @@
 """Run every shipped baseline on `standard-cl-order1` with one shared budget and several seeds,
-and keep each run's results.json under leaderboard/results/.
+keep each run's results.json under runs/baselines/, and submit them to leaderboard/.
 
     python benchmarks/baselines_run.py --data-dir DATA_DIR [--seeds 0 1 2] [--methods seq-ft ...]
 
@@ -7,7 +7,8 @@ Each run is one `clbench run --config benchmarks/baselines.yaml --data-dir DATA_
 --seed S` (plus
 `--peft lora` for methods that do not build their own parameter-efficient structure); the
 commands are printed as they start. Finished runs are skipped, so the sweep can be stopped and
-started again.
+started again. At the end, `clbench submit --replace` writes one leaderboard submission per
+method from all its finished runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "benchmarks" / "baselines.yaml"
-RESULTS = ROOT / "leaderboard" / "results" / "standard-cl-order1"
+RESULTS = ROOT / "runs" / "baselines" / "standard-cl-order1"
 # Methods that bring their own adapters, prompts or blocks; the others train a LoRA adapter.
 OWN_STRUCTURE = {"lora-seq", "o-lora", "prompt-tuning", "block-expansion"}
 METHODS = [  # cheapest first, so an interrupted sweep still covers the most methods
@@ -78,6 +79,13 @@ def main() -> None:
                 f"{method} seed {seed}: AA {metrics['aa']:.3f} BWT {metrics['bwt']:.3f} "
                 f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
+            )
+    for method in args.methods:
+        runs = sorted(RESULTS.glob(f"{method}_seed*.json"))
+        if runs:
+            submit = ["-m", "clbench.cli", "submit", *map(str, runs), "--replace"]
+            subprocess.run(
+                [sys.executable, *submit, "--data-dir", args.data_dir], check=True, cwd=ROOT
             )
 
 

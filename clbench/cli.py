@@ -152,12 +152,76 @@ def _parser() -> argparse.ArgumentParser:
         help="one column (3.5 in) or two (7.0 in) of a two-column paper",
     )
     fig.set_defaults(handler=_plot)
+    sub = commands.add_parser(
+        "submit", help="validate runs and write leaderboard submissions (one per method x model)"
+    )
+    sub.add_argument("runs", nargs="+", metavar="RUN", help="run folders, results files or globs")
+    sub.add_argument("--name", help="the entry's name (default: the method, + LoRA if used)")
+    sub.add_argument("--paper", metavar="URL", help="the paper describing the method")
+    sub.add_argument("--code", metavar="URL", help="the method's code")
+    sub.add_argument("--replace", action="store_true", help="overwrite an existing submission")
+    _leaderboard_options(sub)
+    sub.set_defaults(handler=_submit)
+
+    board = commands.add_parser("leaderboard", help="validate submissions or build the leaderboard")
+    actions = board.add_subparsers(dest="action", required=True)
+    validate = actions.add_parser("validate", help="check every submission; fails on any error")
+    _leaderboard_options(validate)
+    validate.set_defaults(handler=_validate)
+    make = actions.add_parser("build", help="write README.md and site/ from the submissions")
+    _leaderboard_options(make)
+    make.add_argument(
+        "--check", action="store_true", help="write nothing; fail if the files are out of date"
+    )
+    make.set_defaults(handler=_build)
+
     download = commands.add_parser("download", help="write a sequence's data in the mirror layout")
     download.add_argument("--sequence", required=True)
     download.add_argument("--data-dir", required=True)
     download.add_argument("--include-path", action="append", default=[], metavar="DIR")
     download.set_defaults(handler=_download)
     return parser
+
+
+def _leaderboard_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--leaderboard", default="leaderboard", metavar="DIR", help="(default: leaderboard)"
+    )
+    parser.add_argument(
+        "--data-dir", help="the local mirror, for data fingerprints (default: $CLBENCH_DATA_DIR)"
+    )
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from clbench.submission import submit
+
+    root = Path(args.leaderboard)
+    options = dict(name=args.name, paper=args.paper, code=args.code, replace=args.replace)
+    for path in submit(args.runs, root, data_dir=args.data_dir, **options):
+        print(f"wrote {path}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from clbench.submission import validate_all
+
+    checked = validate_all(Path(args.leaderboard), args.data_dir)
+    for result in checked:
+        for error in result.errors:
+            print(f"error: {error}", file=sys.stderr)
+        for flag in result.flags:
+            print(f"flag: {result.path}: {flag}")
+    bad = sum(not result.ok for result in checked)
+    print(f"{len(checked) - bad} of {len(checked)} submissions valid")
+    return 1 if bad else 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from clbench.leaderboard import build
+
+    paths = build(Path(args.leaderboard), args.data_dir, check=args.check)
+    print(("up to date: " if args.check else "wrote ") + ", ".join(map(str, paths)))
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -242,12 +306,12 @@ def _list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from clbench.metrics import METRIC_KEYS
     from clbench.report import load_runs, parse_metrics, report, tables
-    from clbench.results import load_results
+    from clbench.results import load_results_file
 
     metrics = parse_metrics(args.metrics) if args.metrics is not None else METRIC_KEYS
     runs = load_runs(args.runs)
     if len(runs) == 1:  # one run: its whole matrix, as after `clbench run`
-        text = report([load_results(runs["path"][0])], args.format, metrics, args.decimals)
+        text = report(load_results_file(runs["path"][0]), args.format, metrics, args.decimals)
     else:
         text = tables(
             runs,

@@ -21,7 +21,7 @@ from scipy import stats
 
 from clbench.errors import ClbenchError, unknown_name
 from clbench.report import comparable_groups, results_paths, run_row
-from clbench.results import load_results
+from clbench.results import load_results_file
 
 Run = dict[str, Any]
 
@@ -60,7 +60,7 @@ CHAR_PT = 0.6 * ANNOTATION_PT  # rough width of one character at 7 pt, to plan s
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     """The results of run folders, results files and globs, as `clbench report` reads them."""
-    return [load_results(path) for path in results_paths(paths)]
+    return [results for path in results_paths(paths) for results in load_results_file(path)]
 
 
 def plot(runs: Sequence[Run], kind: str, width: str = "single") -> Figure:

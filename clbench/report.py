@@ -25,7 +25,7 @@ from scipy import stats
 
 from clbench.errors import ClbenchError, unknown_name
 from clbench.metrics import METRIC_KEYS, METRIC_NAMES
-from clbench.results import load_results
+from clbench.results import load_results_file
 
 FORMATS = ("md", "latex", "csv")
 LOWER_IS_BETTER = frozenset({"fgt"})
@@ -156,7 +156,11 @@ def load_runs(paths_or_globs: Iterable[str | Path]) -> pd.DataFrame:
     a set), comparability_key (equal for runs that may be averaged within one sequence), and
     one column per metric.
     """
-    rows = [run_row(load_results(path), path) for path in results_paths(paths_or_globs)]
+    rows = [
+        run_row(results, path)
+        for path in results_paths(paths_or_globs)
+        for results in load_results_file(path)
+    ]
     frame = pd.DataFrame(rows)
     frame["order"] = frame["order"].astype("Int64")
     copies = frame[frame["created_at"].notna()].duplicated(["run_id", "created_at"], keep=False)

@@ -40,12 +40,17 @@ def to_json_value(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    """Write JSON atomically (see `write_text`); NaN becomes null."""
     text = json.dumps(to_json_value(data), indent=2, ensure_ascii=False, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text + "\n")
+            file.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,10 +73,29 @@ def load_results(run: str | Path) -> dict[str, Any]:
         path = path / "results.json"
     if not path.is_file():
         raise ClbenchError(f"no results.json at {path} (is the run finished?)")
-    results = read_json(path)
-    if not isinstance(results, dict) or "matrix" not in results:
+    return _results(read_json(path), path)
+
+
+def _is_results(content: Any) -> bool:
+    return isinstance(content, dict) and "matrix" in content
+
+
+def _results(content: Any, path: Path) -> dict[str, Any]:
+    if not _is_results(content):
         raise ClbenchError(f"{path}: not a clbench results file (no 'matrix')")
-    return results
+    return content
+
+
+def load_results_file(path: Path) -> list[dict[str, Any]]:
+    """The runs in a results file: one for results.json, all of them for a leaderboard
+    submission (which holds each run's results.json content under `runs`)."""
+    content = read_json(path)
+    if isinstance(content, dict) and "submission_version" in content:
+        runs = content.get("runs")
+        if not isinstance(runs, list) or not all(map(_is_results, runs)):
+            raise ClbenchError(f"{path}: field 'runs' must be a list of results objects")
+        return runs
+    return [_results(content, path)]
 
 
 def save_checkpoint(

@@ -54,3 +54,14 @@ def tiny_config(tmp_path: Path) -> RunConfig:
         eval_batch_size=4,
         output=str(tmp_path / "runs"),
     )
+
+
+@pytest.fixture(scope="session")
+def default_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three seeds of the generated `default` sequence on the random tiny model (read only)."""
+    from clbench.runner import run
+
+    output = tmp_path_factory.mktemp("default-runs")
+    config = dict(sequence="default", model="tiny-random", steps_per_task=1, batch_size=4)
+    config |= dict(max_test_examples=8, eval_batch_size=8, output=str(output))
+    return [run(RunConfig(**config, seed=seed)) for seed in range(3)]
