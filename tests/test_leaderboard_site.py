@@ -366,7 +366,7 @@ def test_details_view_and_screenshots(page, tmp_path: Path):
             shutil.copy(shot, out / shot.name)
 
     page.locator("#details button.close").click()
-    assert details.is_hidden()
+    details.wait_for(state="hidden")  # closing clears the hash; the page reacts on hashchange
 
 
 def test_untrusted_text_is_never_run(page, index: Path, problems: list[str]):
@@ -403,6 +403,7 @@ def test_deep_link_opens_details(browser, index: Path, problems: list[str]):
     # An unknown id leaves the details closed instead of failing.
     page.goto(index.as_uri() + "#entry=nope")
     page.reload()
+    page.wait_for_load_state()
     assert details.is_hidden()
     context.close()
     assert problems == []

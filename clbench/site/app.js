@@ -16,7 +16,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const pct = (value) => (100 * value).toFixed(1);
+// One decimal, halves to even as Python's format does, so the page shows README.md's numbers.
+const pct = (value) => {
+  const tenths = 1000 * value;
+  const even = Math.abs(tenths % 1) === 0.5 ? 2 * Math.round(tenths / 2) : Math.round(tenths);
+  return (even / 10).toFixed(1);
+};
 
 // Only http(s) URLs become links: a "javascript:" or "data:" URL stays inert text.
 const isWebUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);

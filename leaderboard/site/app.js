@@ -1,0 +1,248 @@
+// The clbench leaderboard page. Every string in the data comes from a submission and is
+// untrusted, so the DOM is built only with createElement and textContent (never innerHTML).
+"use strict";
+
+const DATA = JSON.parse(document.getElementById("leaderboard-data").textContent);
+const ENTRIES = DATA.entries;
+
+// Builds an element; string children become text nodes (append never parses HTML).
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "class") node.className = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+// One decimal, halves to even as Python's format does, so the page shows README.md's numbers.
+const pct = (value) => {
+  const tenths = 1000 * value;
+  const even = Math.abs(tenths % 1) === 0.5 ? 2 * Math.round(tenths / 2) : Math.round(tenths);
+  return (even / 10).toFixed(1);
+};
+
+// Only http(s) URLs become links: a "javascript:" or "data:" URL stays inert text.
+const isWebUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
+
+function link(url, text) {
+  if (!isWebUrl(url)) return el("span", { class: "url" }, String(url));
+  return el("a", { href: url, rel: "noopener noreferrer" }, text ?? url);
+}
+
+// The automatic flags already name task-id use and extra memory; add badges only if missing.
+function flagsOf(entry) {
+  const flags = [...(entry.flags || [])];
+  if (entry.uses_task_id && !flags.some((f) => f.includes("task id")))
+    flags.push("uses the task id at inference");
+  if (entry.extra_memory && !flags.some((f) => f.startsWith("extra memory")))
+    flags.push(`extra memory: ${entry.extra_memory}`);
+  return flags;
+}
+
+const badges = (entry) => flagsOf(entry).map((f) => el("span", { class: "badge", title: f }, f));
+
+// ---- columns and sorting ----------------------------------------------------------------
+
+const mean = (entry, key) => entry.metrics[key]?.mean ?? null;
+
+// The "#" column sorts by the default rank (AA, best first); the shown rank is the position.
+const byDefault = [...ENTRIES].sort((a, b) => compareValues(mean(a, "aa"), mean(b, "aa"), "num", true));
+const defaultRank = new Map(byDefault.map((entry, i) => [entry.id, i + 1]));
+
+// type: "num" or "text" (how to sort; num cells align right); firstDesc: the direction of the
+// first click (best first for metrics).
+const COLUMNS = [
+  { key: "rank", label: "#", title: "rank by AA", type: "num", value: (e) => defaultRank.get(e.id) },
+  { key: "name", label: "Name", type: "text", value: (e) => e.name },
+  { key: "model", label: "Model", type: "text", value: (e) => e.model },
+  { key: "sequence", label: "Sequence", type: "text", value: (e) => e.sequence },
+  ...DATA.metrics.map((m) => ({
+    key: m.key,
+    label: m.short,
+    title: `${m.name} (${m.higher_is_better ? "higher" : "lower"} is better)`,
+    type: "num",
+    firstDesc: m.higher_is_better,
+    value: (e) => mean(e, m.key),
+  })),
+  { key: "n", label: "n", title: "number of runs", type: "num", firstDesc: true, value: (e) => e.n },
+  { key: "flags", label: "Flags", title: "number of flags", type: "num", align: "text",
+    value: (e) => flagsOf(e).length },
+];
+
+// Nulls sort last in both directions; text compares case-insensitively.
+function compareValues(x, y, type, desc) {
+  if (x === null || x === undefined) return y === null || y === undefined ? 0 : 1;
+  if (y === null || y === undefined) return -1;
+  const order = type === "text" ? String(x).localeCompare(String(y), undefined, { sensitivity: "base" }) : x - y;
+  return desc ? -order : order;
+}
+
+const state = { sort: "aa", desc: true, sequence: "", family: "", model: "" };
+
+// ---- the table --------------------------------------------------------------------------
+
+function metricCell(stat) {
+  if (!stat) return el("td", { class: "num na" }, "n/a");
+  const std = stat.n > 1 && stat.std !== null ? el("span", { class: "std" }, ` ± ${pct(stat.std)}`) : null;
+  return el("td", { class: "num" }, el("span", { class: "mean" }, pct(stat.mean)), std);
+}
+
+function row(entry, rank) {
+  const name = el("button", { type: "button", class: "linklike" }, entry.name);
+  name.addEventListener("click", () => { location.hash = `entry=${encodeURIComponent(entry.id)}`; });
+  return el("tr", { "data-id": entry.id },
+    el("td", { class: "num rank" }, String(rank)),
+    el("td", { class: "name" }, name),
+    el("td", { class: "ident" }, entry.model),
+    el("td", { class: "ident" }, entry.sequence),
+    ...DATA.metrics.map((m) => metricCell(entry.metrics[m.key])),
+    el("td", { class: "num" }, String(entry.n)),
+    el("td", { class: "flags" }, ...badges(entry)));
+}
+
+function matches(entry) {
+  return (!state.sequence || entry.sequence === state.sequence)
+    && (!state.family || (entry.families || []).includes(state.family))
+    && (!state.model || entry.model === state.model);
+}
+
+function render() {
+  const column = COLUMNS.find((c) => c.key === state.sort);
+  const shown = ENTRIES.filter(matches)
+    .sort((a, b) => compareValues(column.value(a), column.value(b), column.type, state.desc));
+  document.querySelector("#leaderboard tbody").replaceChildren(...shown.map((e, i) => row(e, i + 1)));
+  for (const th of document.querySelectorAll("#leaderboard th")) {
+    if (th.dataset.key === state.sort) th.setAttribute("aria-sort", state.desc ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+  document.getElementById("count").textContent = `${shown.length} of ${ENTRIES.length} entries`;
+}
+
+function buildHeader() {
+  const cells = COLUMNS.map((column) => {
+    const button = el("button", { type: "button", title: column.title ?? `sort by ${column.label}` }, column.label);
+    button.addEventListener("click", () => {
+      state.desc = state.sort === column.key ? !state.desc : Boolean(column.firstDesc);
+      state.sort = column.key;
+      render();
+    });
+    return el("th", { scope: "col", "data-key": column.key, class: column.align ?? column.type }, button);
+  });
+  document.querySelector("#leaderboard thead tr").replaceChildren(...cells);
+}
+
+function buildFilter(id, field, values) {
+  const select = document.getElementById(id);
+  const distinct = [...new Set(values)].sort((a, b) => String(a).localeCompare(String(b)));
+  select.replaceChildren(el("option", { value: "" }, "all"), ...distinct.map((v) => el("option", { value: v }, v)));
+  select.addEventListener("change", () => { state[field] = select.value; render(); });
+}
+
+// ---- the details view -------------------------------------------------------------------
+
+const VIRIDIS = [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
+  [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]];
+
+// Linear interpolation between viridis stops: perceptually ordered and colour-blind safe.
+function viridis(value) {
+  const t = Math.min(1, Math.max(0, value)) * (VIRIDIS.length - 1);
+  const i = Math.min(Math.floor(t), VIRIDIS.length - 2);
+  return VIRIDIS[i].map((c, k) => Math.round(c + (VIRIDIS[i + 1][k] - c) * (t - i)));
+}
+
+// WCAG relative luminance; above 0.179 dark text has the higher contrast, below it white.
+function luminance(rgb) {
+  const [r, g, b] = rgb.map((c) => c / 255).map((c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+function heatmap(matrix) {
+  const head = el("tr", {}, el("th", { scope: "col" }, "after \\ task"),
+    ...matrix.tasks.map((task) => el("th", { scope: "col" }, task)));
+  const body = matrix.mean.map((values, r) => el("tr", {},
+    el("th", { scope: "row" }, matrix.rows[r]),
+    ...values.map((value) => {
+      if (value === null) return el("td", { class: "na" }, "n/a");
+      const [red, green, blue] = viridis(value);
+      const cell = el("td", {}, pct(value));
+      cell.style.backgroundColor = `rgb(${red}, ${green}, ${blue})`;
+      cell.style.color = luminance([red, green, blue]) > 0.179 ? "#111" : "#fff";
+      return cell;
+    })));
+  return el("figure", {},
+    el("figcaption", {}, `${matrix.sequence}: mean accuracy (%) over ${matrix.n} run${matrix.n === 1 ? "" : "s"}`),
+    el("div", { class: "table-wrap" },
+      el("table", { class: "heatmap" }, el("thead", {}, head), el("tbody", {}, ...body))));
+}
+
+// Flat objects become "key = value" lists; anything deeper is shown as JSON text.
+function detailValue(value) {
+  if (value === null || value === undefined) return "n/a";
+  if (typeof value !== "object") return String(value);
+  if (Array.isArray(value)) return value.map((v) => (typeof v === "object" ? JSON.stringify(v) : String(v))).join(", ");
+  return el("ul", { class: "kv" }, ...Object.entries(value).map(([k, v]) =>
+    el("li", {}, el("code", {}, k), " = ", typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))));
+}
+
+const list = (values) => (values || []).join(", ") || "n/a";
+
+function definitions(pairs) {
+  return el("dl", {}, ...pairs.flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, detailValue(value))]));
+}
+
+function showDetails(entry) {
+  const section = document.getElementById("details");
+  const close = el("button", { type: "button", class: "close", "aria-label": "close details" }, "Close ×");
+  close.addEventListener("click", () => { location.hash = ""; });
+  const submission = "../" + entry.submission.split("/").map(encodeURIComponent).join("/");
+  const flags = badges(entry);
+  section.replaceChildren(
+    el("div", { class: "details-head" }, el("h2", { id: "details-title", tabindex: "-1" }, entry.name), close),
+    el("p", { class: "meta" }, `method ${entry.method} · model ${entry.model} · sequence ${entry.sequence}`),
+    el("p", { class: "links" }, "Paper: ", entry.paper ? link(entry.paper) : "n/a",
+      " · Code: ", entry.code ? link(entry.code) : "n/a",
+      " · ", el("a", { href: submission }, "submission JSON")),
+    flags.length ? el("p", { class: "flags" }, ...flags) : null,
+    definitions([
+      ["runs", `${entry.n} (seeds ${list(entry.seeds)}; orders ${list(entry.orders)})`],
+      ["task families", (entry.families || []).join(", ")],
+      ...DATA.metrics.map((m) => [`${m.short} (${m.name})`, metricCell(entry.metrics[m.key]).textContent]),
+      ...Object.entries(entry.details || {}),
+    ]),
+    ...(entry.matrices || []).map(heatmap),
+    el("p", { class: "note" }, "Rows: the model before training and after each task; columns: the task evaluated."));
+  section.hidden = false;
+  section.scrollIntoView({ block: "start" });
+  section.querySelector("h2").focus({ preventScroll: true });
+}
+
+// The hash is the single source of truth, so deep links and the back button both work.
+function route() {
+  const match = /^#entry=(.*)$/.exec(location.hash);
+  let id = null;
+  try { id = match ? decodeURIComponent(match[1]) : null; } catch { id = null; }
+  const entry = ENTRIES.find((e) => e.id === id);
+  if (entry) showDetails(entry);
+  else document.getElementById("details").hidden = true;
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+document.title = DATA.title;
+document.getElementById("title").textContent = DATA.title;
+// Each term and its definition sit in a <div> (valid in a <dl>) so a pair never wraps apart.
+document.getElementById("metric-legend").replaceChildren(...DATA.metrics.map((m) => el("div", {},
+  el("dt", {}, m.short), el("dd", {}, `${m.name}${m.higher_is_better ? "" : " (lower is better)"}`))));
+document.getElementById("version").textContent = DATA.clbench_version;
+buildHeader();
+buildFilter("filter-sequence", "sequence", ENTRIES.map((e) => e.sequence));
+buildFilter("filter-family", "family", ENTRIES.flatMap((e) => e.families || []));
+buildFilter("filter-model", "model", ENTRIES.map((e) => e.model));
+render();
+window.addEventListener("hashchange", route);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !document.getElementById("details").hidden) location.hash = "";
+});
+route();
