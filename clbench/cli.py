@@ -35,6 +35,8 @@ RUN_FIELDS: dict[str, type] = {
     "max_test_examples": int,
     "eval_batch_size": int,
     "mixed_precision": str,
+    "probe_limit": int,
+    "probe_batch_size": int,
 }
 
 
@@ -72,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="a method hyper-parameter; repeat for several",
+    )
+    run.add_argument(
+        "--probes",
+        metavar="TASK[,TASK...]",
+        help="lm-eval tasks (or clbench tasks outside the sequence) scored after every stage",
+    )
+    run.add_argument(
+        "--probe-include",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of your own lm-eval task YAML files, for --probes",
     )
     run.add_argument("--config", help="a YAML file of RunConfig fields; flags override it")
     run.add_argument(
@@ -115,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     rep.add_argument("--baseline", metavar="METHOD", help="test every method against this one")
-    rep.add_argument("--metrics", help="comma-separated, e.g. aa,fgt,bwt (default: all six)")
+    rep.add_argument(
+        "--metrics",
+        help="comma-separated, e.g. aa,fgt,bwt,gf (default: all six, and gf for runs with probes)",
+    )
     rep.add_argument(
         "--average-orders",
         action="store_true",
@@ -137,12 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="a run folder, results.json file or glob; a folder of runs means all under it",
     )
-    # Checked by clbench.plots, not `choices`, so that 'general' gets its own message.
     fig.add_argument(
         "--kind",
         default="heatmap",
-        metavar="{heatmap,curves,stages,bars}",
-        help="the matrix, task curves, AA_k/AIA_k by stage, or metric bars (default: heatmap)",
+        metavar="{heatmap,curves,stages,bars,general}",
+        help="the matrix, task curves, AA_k/AIA_k by stage, metric bars, or the probes of "
+        "--probes after every stage (default: heatmap)",
     )
     fig.add_argument("--out", required=True, metavar="FILE", help="a .pdf, .png or .svg file")
     fig.add_argument(
@@ -180,6 +197,19 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir", required=True)
     download.add_argument("--include-path", action="append", default=[], metavar="DIR")
     download.set_defaults(handler=_download)
+
+    export = commands.add_parser(
+        "export-lm-eval", help="write a clbench task as an lm-eval task folder (YAML + data)"
+    )
+    export.add_argument("--task", required=True)
+    export.add_argument("--name", help="the lm-eval task's name (default: the task's)")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--data-dir", help="the local mirror (default: $CLBENCH_DATA_DIR)")
+    export.add_argument(
+        "--max-test-examples", type=int, metavar="N", help="the same subsample a run takes"
+    )
+    export.add_argument("--include-path", action="append", default=[], metavar="DIR")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -232,6 +262,20 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from clbench.lm_eval_export import export
+
+    if args.max_test_examples is not None and args.max_test_examples < 1:
+        raise ClbenchError("--max-test-examples must be >= 1")
+    include = tuple(args.include_path)
+    written = export(args.task, args.out, args.data_dir, include, args.max_test_examples, args.name)
+    for path in written:
+        print(f"wrote {path}")
+    name = args.name or args.task
+    print(f"run it with: lm_eval --model hf --include_path {args.out} --tasks {name} ...")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from clbench.report import report
     from clbench.results import load_results
@@ -240,6 +284,10 @@ def _run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in RUN_FIELDS if getattr(args, name) is not None}
     if args.method_arg:
         given["method_args"] = _method_args(args.method_arg)
+    if args.probes is not None:
+        given["probes"] = [name.strip() for name in args.probes.split(",") if name.strip()]
+    if args.probe_include:
+        given["probe_include"] = args.probe_include
     if isinstance(args.resume, str):  # --resume RUN_DIR: the run's own config
         if given or args.config:
             raise ClbenchError(
@@ -308,8 +356,10 @@ def _report(args: argparse.Namespace) -> int:
     from clbench.report import load_runs, parse_metrics, report, tables
     from clbench.results import load_results_file
 
-    metrics = parse_metrics(args.metrics) if args.metrics is not None else METRIC_KEYS
     runs = load_runs(args.runs)
+    metrics = METRIC_KEYS + (("gf",) if runs["gf"].notna().any() else ())
+    if args.metrics is not None:
+        metrics = parse_metrics(args.metrics)
     if len(runs) == 1:  # one run: its whole matrix, as after `clbench run`
         text = report(load_results_file(runs["path"][0]), args.format, metrics, args.decimals)
     else:

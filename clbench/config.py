@@ -42,6 +42,12 @@ class RunConfig:
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     eval_batch_size: int = 32
+    # General-ability probes (clbench.probes): lm-eval or clbench task names, scored after
+    # every stage; lm-eval's scores can depend on the batch size, so it is pinned.
+    probes: list[str] | None = None
+    probe_include: list[str] | None = None  # folders of the user's own lm-eval tasks
+    probe_limit: int | None = None  # the first N documents of each probe
+    probe_batch_size: int | None = None  # default: eval_batch_size
     # Where results go.
     output: str = "runs"
     run_id: str | None = None
@@ -81,6 +87,8 @@ class RunConfig:
             "steps_per_task",
             "max_train_examples",
             "max_test_examples",
+            "probe_limit",
+            "probe_batch_size",
         ]
         for name in positive:
             value = getattr(self, name)
@@ -90,6 +98,12 @@ class RunConfig:
             raise ClbenchError(f"{origin}: field 'lr' must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
             raise ClbenchError(f"{origin}: field 'warmup_steps' must be >= 0")
+        for name in ("probes", "probe_include"):
+            items = getattr(self, name) or []
+            if not all(isinstance(item, str) and item for item in items):
+                raise ClbenchError(f"{origin}: field {name!r} must be a list of non-empty strings")
+        if len(set(self.probes or [])) != len(self.probes or []):
+            raise ClbenchError(f"{origin}: field 'probes' names a probe twice: {self.probes}")
         if self.peft not in (None, "lora"):
             raise ClbenchError(f"{origin}: field 'peft' must be null or 'lora', got {self.peft!r}")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):

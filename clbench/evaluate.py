@@ -132,49 +132,69 @@ def _shared_prompt_scores(
     device: torch.device,
     desc: str,
 ) -> torch.Tensor:
-    """Summed log p(option | context), (contexts x options). Each context runs once; its KV
-    cache is repeated for the options, which then run only their own tokens."""
-    n, width = len(option_ids), max(len(ids) for ids in option_ids)
-    options = torch.full((n, width), pad_id, dtype=torch.long)
-    option_mask = torch.zeros((n, width), dtype=torch.long)
-    for row, ids in enumerate(option_ids):
-        options[row, : len(ids)], option_mask[row, : len(ids)] = torch.tensor(ids), 1
-    options, option_mask = options.to(device), option_mask.to(device)
+    """Summed log p(option | context), (contexts x options). Each context runs once, and its
+    last position scores every option's first token; its KV cache is then repeated for the
+    options longer than one token, which run only their tokens but the last."""
+    n = len(option_ids)
+    first_tokens = torch.tensor([ids[0] for ids in option_ids], device=device)
+    longer = [i for i, ids in enumerate(option_ids) if len(ids) > 1]
+    width = max((len(option_ids[i]) - 1 for i in longer), default=0)
+    # Inputs are each longer option but its last token; targets are its tokens from the second.
+    inputs = torch.full((len(longer), width), pad_id, dtype=torch.long)
+    targets = torch.zeros((len(longer), width), dtype=torch.long)
+    mask = torch.zeros((len(longer), width), dtype=torch.long)
+    for row, i in enumerate(longer):
+        ids = option_ids[i]
+        inputs[row, : len(ids) - 1], targets[row, : len(ids) - 1] = (
+            torch.tensor(ids[:-1]),
+            torch.tensor(ids[1:]),
+        )
+        mask[row, : len(ids) - 1] = 1
+    inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     out = torch.empty((len(contexts), n))
-    rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // (n * width)))
+    rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // max(1, len(longer) * width)))
     bar = tqdm(total=len(order), desc=f"eval {desc}", leave=False, disable=len(order) <= rows)
     for start in range(0, len(order), rows):
         chunk = order[start : start + rows]
         batch = {k: v.to(device) for k, v in pad_left([contexts[i] for i in chunk], pad_id).items()}
-        first = model(**batch, logits_to_keep=1, use_cache=True)
-        first_logprobs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(n)
-        lengths = batch["attention_mask"].sum(dim=1).repeat_interleave(n)
-        follow = model(
-            input_ids=options.repeat(len(chunk), 1),
-            attention_mask=torch.cat(
-                [
-                    batch["attention_mask"].repeat_interleave(n, dim=0),
-                    option_mask.repeat(len(chunk), 1),
-                ],
-                dim=1,
-            ),
-            position_ids=lengths[:, None] + torch.arange(width, device=device),
-            past_key_values=cache,
-            use_cache=False,
-        )
-        # Position t of an option predicts its token t+1; padding positions count zero.
-        rest = torch.log_softmax(follow.logits[:, :-1].float(), dim=-1)
-        targets = options[:, 1:].repeat(len(chunk), 1)
-        picked = rest.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        picked = picked * option_mask[:, 1:].repeat(len(chunk), 1)
-        totals = first_logprobs[:, options[:, 0]] + picked.sum(dim=-1).view(len(chunk), n)
+        first = model(**batch, logits_to_keep=1, use_cache=bool(longer))
+        totals = torch.log_softmax(first.logits[:, -1].float(), dim=-1)[:, first_tokens]
+        if longer:
+            totals[:, longer] += _continuation_scores(
+                model, first.past_key_values, batch["attention_mask"], inputs, targets, mask
+            ).view(len(chunk), len(longer))
         out[torch.tensor(chunk)] = totals.cpu()
         bar.update(len(chunk))
     bar.close()
     return out
+
+
+def _continuation_scores(
+    model: torch.nn.Module,
+    cache: Any,
+    context_mask: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Summed log p of each option's tokens after its first, for every (context, option) pair
+    (context-major), from the contexts' KV cache."""
+    rows, count = context_mask.shape[0], inputs.shape[0]
+    cache.batch_repeat_interleave(count)
+    lengths = context_mask.sum(dim=1).repeat_interleave(count)
+    follow = model(
+        input_ids=inputs.repeat(rows, 1),
+        attention_mask=torch.cat(
+            [context_mask.repeat_interleave(count, dim=0), mask.repeat(rows, 1)], dim=1
+        ),
+        position_ids=lengths[:, None] + torch.arange(inputs.shape[1], device=inputs.device),
+        past_key_values=cache,
+        use_cache=False,
+    )
+    logprobs = torch.log_softmax(follow.logits.float(), dim=-1)
+    picked = logprobs.gather(-1, targets.repeat(rows, 1).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask.repeat(rows, 1)).sum(dim=-1)
 
 
 @torch.inference_mode()

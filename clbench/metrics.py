@@ -25,6 +25,7 @@ METRIC_NAMES = {
     "bwt": "backward transfer",
     "fwd": "forward transfer",
     "fwt": "zero-shot forward transfer",
+    "gf": "general forgetting",  # from the probe matrix, not the task matrix
 }
 
 
@@ -117,3 +118,10 @@ def curves(matrix: Any, single_task: Sequence[Any] | None = None) -> dict[str, l
         _metrics(a[: k + 1, :k], None if s is None else s[:k]) for k in range(1, a.shape[1] + 1)
     ]
     return {f"{key}_k": [stage[key] for stage in stages] for key in METRIC_KEYS}
+
+
+def general_forgetting(probe_matrix: Sequence[Sequence[float | None]]) -> list[float | None]:
+    """Each probe's drop from before training (row 0) to after the last stage; positive means
+    general ability was lost."""
+    first, last = probe_matrix[0], probe_matrix[-1]
+    return [None if a is None or b is None else a - b for a, b in zip(first, last, strict=True)]

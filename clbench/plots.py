@@ -8,7 +8,7 @@ them. `save` removes dates from PDF and SVG files, so the same runs give the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from clbench.results import load_results_file
 
 Run = dict[str, Any]
 
-KINDS = ("heatmap", "curves", "stages", "bars")
+KINDS = ("heatmap", "curves", "stages", "bars", "general")
 WIDTHS = {"single": 3.5, "double": 7.0}  # inches: one or both columns of a two-column paper
 FORMATS = (".pdf", ".png", ".svg")
 # Okabe & Ito (2008), colour-blind safe; yellow, faint on white, comes last.
@@ -65,14 +65,10 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 def plot(runs: Sequence[Run], kind: str, width: str = "single") -> Figure:
     """The figure of one kind (see KINDS) for these runs."""
-    if kind == "general":
-        raise ClbenchError(
-            "plot kind 'general' is not available yet: it needs lm-eval probe results, "
-            f"which results.json does not hold; available: {', '.join(KINDS)}"
-        )
     if kind not in KINDS:
         raise unknown_name("plot kind", kind, KINDS)
-    return {"heatmap": heatmap, "curves": curves, "stages": stages, "bars": bars}[kind](runs, width)
+    kinds = {"heatmap": heatmap, "curves": curves, "stages": stages, "bars": bars}
+    return (kinds | {"general": general})[kind](runs, width)
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -192,18 +188,54 @@ def stages(runs: Sequence[Run], width: str = "single") -> Figure:
     with rc_context(STYLE):
         fig, panels = _panels(2, width, legend_entries=labels, columns=2)
         for ax, (key, name) in zip(panels, STAGE_CURVES.items(), strict=True):
-            for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
-                values = np.stack([_curve(run, key, len(tasks)) for run in group]) * 100
-                mean, half = _mean_ci(values)
-                color, dash = _look(i)
-                ax.plot(k, mean, color=color, linestyle=dash, marker="o", label=label)
-                if len(group) > 1:
-                    _band(ax, k, mean, half, color)
+            _method_lines(ax, k, labels, groups, lambda run, key=key: _curve(run, key, len(tasks)))
             ax.set_title(name)
             ax.set_xticks(_ticks(k))
         _label(panels, "tasks learned k", "score (%)")
         _legend(fig, panels[0], "method")
     return fig
+
+
+def general(runs: Sequence[Run], width: str = "single") -> Figure:
+    """Each general-ability probe's score after every stage 0..T (`--probes`), one panel per
+    probe and one line per method; CI bands over several runs."""
+    runs = list(runs)
+    tasks = _tasks(runs)
+    probes = _probes(runs)
+    groups = _by_method(runs)
+    stage = np.arange(len(tasks) + 1)
+    labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
+    shape = (len(tasks) + 1, len(probes))
+    with rc_context(STYLE):
+        fig, panels = _panels(len(probes), width, legend_entries=labels)
+        for j, (ax, probe) in enumerate(zip(panels, probes, strict=True)):
+
+            def column(run: Run, j: int = j) -> np.ndarray:
+                matrix = _field(run, "probes", "matrix")
+                return _numbers(run, matrix, shape, "probes.matrix")[:, j]
+
+            _method_lines(ax, stage, labels, groups, column)
+            ax.set_title(probe)
+            ax.set_xticks(_ticks(stage))
+        _label(panels, "stage (0 = before training)", "probe score (×100)")
+        _legend(fig, panels[0], "method")
+    return fig
+
+
+def _method_lines(
+    ax: Axes,
+    x: np.ndarray,
+    labels: list[str],
+    groups: dict[str, list[Run]],
+    values: Callable[[Run], np.ndarray],
+) -> None:
+    """One line per method: the mean of `values` over its runs, in percent, with a CI band."""
+    for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
+        mean, half = _mean_ci(np.stack([values(run) for run in group]) * 100)
+        color, dash = _look(i)
+        ax.plot(x, mean, color=color, linestyle=dash, marker="o", label=label)
+        if len(group) > 1:
+            _band(ax, x, mean, half, color)
 
 
 def bars(runs: Sequence[Run], width: str = "single") -> Figure:
@@ -307,6 +339,23 @@ def _tasks(runs: Sequence[Run]) -> list[str]:
         raise ClbenchError(f"the runs of one plot must share a sequence; got {listing}")
     [(_, tasks)] = sequences
     return list(tasks)
+
+
+def _probes(runs: Sequence[Run]) -> list[str]:
+    """'name (metric)' of the probes all runs share; a ClbenchError if any has none or others."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for run in runs:
+        if not run.get("probes"):
+            raise ClbenchError(
+                f"run {run.get('run_id', '?')} has no probe results; run it with --probes"
+            )
+        names, metrics = _field(run, "probes", "names"), _field(run, "probes", "metrics")
+        key = tuple(f"{n} ({m})" for n, m in zip(names, metrics, strict=True))
+        found.setdefault(key, []).append(str(run.get("run_id")))
+    if len(found) > 1:
+        listing = "; ".join(f"{', '.join(k)}: {', '.join(ids)}" for k, ids in found.items())
+        raise ClbenchError(f"the runs of one plot must share their probes; got {listing}")
+    return list(next(iter(found)))
 
 
 def _by_method(runs: Sequence[Run]) -> dict[str, list[Run]]:

@@ -28,13 +28,16 @@ from clbench.metrics import METRIC_KEYS, METRIC_NAMES
 from clbench.results import load_results_file
 
 FORMATS = ("md", "latex", "csv")
-LOWER_IS_BETTER = frozenset({"fgt"})
+# The six matrix metrics, then general forgetting (mean over probes), for runs with probes.
+REPORT_KEYS = (*METRIC_KEYS, "gf")
+LOWER_IS_BETTER = frozenset({"fgt", "gf"})
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN_N = 10  # below this many runs a Student t interval, from it on a bootstrap
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 WILCOXON_MIN_N = 6  # fewer pairs cannot reach p < 0.05 with the signed-rank test
 ALPHA = 0.05
+NO_SPREAD = 1e-9  # a spread this small is rounding noise of equal values
 NA = "n/a"
 
 # What must be equal for runs of one method to be averaged together, besides the test data
@@ -68,9 +71,35 @@ def matrix_frame(results: dict[str, Any]) -> pd.DataFrame:
 def metrics_frame(runs: list[dict[str, Any]], metrics: Sequence[str] = METRIC_KEYS) -> pd.DataFrame:
     """One row per run, one column per metric, in percent."""
     rows = {
-        r["run_id"]: {METRIC_NAMES[k] + f" ({k})": r["metrics"][k] for k in metrics} for r in runs
+        r["run_id"]: {METRIC_NAMES[k] + f" ({k})": run_metric(r, k) for k in metrics} for r in runs
     }
     return pd.DataFrame.from_dict(rows, orient="index", dtype=float) * 100
+
+
+def run_metric(results: dict[str, Any], key: str) -> float | None:
+    """A metric of results.json; "gf" is the mean general forgetting over its probes."""
+    if key != "gf":
+        return results["metrics"].get(key)
+    probes = results.get("probes")
+    drops = probes.get("general_forgetting") if isinstance(probes, dict) else None
+    if not isinstance(drops, list):
+        return None
+    drops = [d for d in drops if d is not None]
+    if not all(isinstance(d, numbers.Real) and not isinstance(d, bool) for d in drops):
+        raise ClbenchError(f"field 'probes.general_forgetting' is {drops!r}; expected numbers")
+    return sum(drops) / len(drops) if drops else None
+
+
+def probe_frame(results: dict[str, Any]) -> pd.DataFrame:
+    """The (T+1) x P probe matrix and each probe's general forgetting, in percent."""
+    probes = results["probes"]
+    matrix = matrix_frame(results)
+    columns = [f"{n} ({m})" for n, m in zip(probes["names"], probes["metrics"], strict=True)]
+    frame = pd.DataFrame(probes["matrix"], index=matrix.index, columns=columns, dtype=float)
+    frame.loc["general forgetting (row 0 - last)"] = [
+        math.nan if d is None else d for d in probes["general_forgetting"]
+    ]
+    return frame * 100
 
 
 def render(frame: pd.DataFrame, fmt: str, decimals: int = 1) -> str:
@@ -101,6 +130,9 @@ def report(
             f"{results['model']['name']}, seed {results['seed']}"
         )
         parts.append(f"{comment}{title}\n{blank}{render(matrix_frame(results), fmt, decimals)}")
+        if results.get("probes"):
+            probes = render(probe_frame(results), fmt, decimals)
+            parts.append(f"{comment}general-ability probes (%)\n{blank}{probes}")
     metrics_table = render(metrics_frame(runs, metrics), fmt, decimals)
     parts.append(f"{comment}metrics (%)\n{blank}{metrics_table}")
     return "\n\n".join(parts) + "\n"
@@ -223,6 +255,7 @@ def run_row(results: dict[str, Any], path: Path) -> dict[str, Any]:
     metrics = need("metrics")
     for key in METRIC_KEYS:
         row[key] = _metric(metrics.get(key), f"{path}: field 'metrics.{key}'")
+    row["gf"] = _metric(run_metric(results, "gf"), f"{path}: field 'probes.general_forgetting'")
     return row
 
 
@@ -252,10 +285,10 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     """`aa,bwt` -> ("aa", "bwt"), every name checked."""
     names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
     if not names:
-        raise ClbenchError(f"--metrics {text!r}: give at least one of {', '.join(METRIC_KEYS)}")
+        raise ClbenchError(f"--metrics {text!r}: give at least one of {', '.join(REPORT_KEYS)}")
     for name in names:
-        if name not in METRIC_KEYS:
-            raise unknown_name("metric", name, METRIC_KEYS)
+        if name not in REPORT_KEYS:
+            raise unknown_name("metric", name, REPORT_KEYS)
     return names
 
 
@@ -425,6 +458,12 @@ def two_sample_test(
     for fewer, Welch's t-test when unpaired; ("n/a", NaN, NaN) with fewer than 2 runs a side."""
     if min(len(x), len(y)) < 2:
         return NA, math.nan, math.nan
+    # t is a difference over its spread: with none (differences equal in every pair, as
+    # scores on small test sets often are, to rounding) it is x / 0, not evidence.
+    if paired and len(x) < WILCOXON_MIN_N and np.ptp(np.subtract(x, y)) <= NO_SPREAD:
+        return "paired t", math.nan, math.nan
+    if not paired and max(np.ptp(x), np.ptp(y)) <= NO_SPREAD:
+        return "welch t", math.nan, math.nan
     with warnings.catch_warnings():
         # Identical runs make scipy warn and answer NaN (or p = 1): a valid, if dull, result.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -567,7 +606,9 @@ def _legend(
     fmt: str,
 ) -> list[str]:
     """What the cells hold, and which CI methods and tests made them."""
-    legend = [CELLS[fmt if fmt == "csv" else interval] + "; higher is better except for fgt"]
+    lower = " and ".join(sorted(LOWER_IS_BETTER & set(summary["metric"])))
+    direction = f"higher is better except for {lower}" if lower else "higher is better"
+    legend = [CELLS[fmt if fmt == "csv" else interval] + f"; {direction}"]
     if fmt != "csv":
         legend[0] += "; best mean of a column in bold" + (
             ", second underlined" if fmt == "latex" else ""

@@ -86,9 +86,10 @@ def _results(content: Any, path: Path) -> dict[str, Any]:
     return content
 
 
-def load_results_file(path: Path) -> list[dict[str, Any]]:
+def load_results_file(path: str | Path) -> list[dict[str, Any]]:
     """The runs in a results file: one for results.json, all of them for a leaderboard
     submission (which holds each run's results.json content under `runs`)."""
+    path = Path(path)
     content = read_json(path)
     if isinstance(content, dict) and "submission_version" in content:
         runs = content.get("runs")

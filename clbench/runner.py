@@ -24,6 +24,7 @@ from clbench.errors import ClbenchError
 from clbench.evaluate import evaluate_task
 from clbench.method import Method, Stage, create_method
 from clbench.models import LoadedModel, apply_lora, load_model
+from clbench.probes import Probe, check_model, evaluate_probes, load_probes, probe_results
 from clbench.results import (
     SCHEMA_VERSION,
     environment,
@@ -54,10 +55,6 @@ def run(
     if accelerator.is_main_process:
         _check_run_dir(run_dir, config, resume)  # fails fast, before the model is loaded
     setup = _prepare(config, include)  # every input is checked before any file is written
-    if accelerator.is_main_process and not (run_dir / "config.json").exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", config.to_dict())
-    accelerator.wait_for_everyone()
     state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
     method, tasks, tokenizer = setup.method, setup.tasks, setup.loaded.tokenizer
     # The method's state comes first: it tells `wrap_model` which adapters or blocks the saved
@@ -66,6 +63,11 @@ def run(
         tensors = load_method_tensors(run_dir, state["checkpoint"])
         method.load_state_dict({**state["method_state"], **tensors})
     model = method.wrap_model(setup.loaded.model).to(accelerator.device)
+    check_model(setup.probes, model)
+    if accelerator.is_main_process and not (run_dir / "config.json").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+    accelerator.wait_for_everyone()
     if state["checkpoint"]:
         load_checkpoint(run_dir, state["checkpoint"], model)
     setup.loaded.model = model
@@ -75,7 +77,10 @@ def run(
             setup.loaded, method, tasks, config, accelerator, "before training"
         )
         _add_row(state, tasks, scores)
-        state["stages"].append({"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds})
+        probe_seconds = _probe_row(state, setup, accelerator, config)
+        state["stages"].append(
+            {"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds, **probe_seconds}
+        )
         _save_progress(run_dir, state, model, method, accelerator, stage=0)
 
     first = len(state["rows"])
@@ -95,12 +100,14 @@ def run(
             setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}"
         )
         _add_row(state, tasks, scores)
+        probe_seconds = _probe_row(state, setup, accelerator, config)
         state["stages"].append(
             {
                 "stage": k,
                 "task": data.task.name,
                 "train_seconds": train_seconds,
                 "eval_seconds": eval_seconds,
+                **probe_seconds,
                 **training,
             }
         )
@@ -127,6 +134,7 @@ class _Setup:
     method: Method
     loaded: LoadedModel
     sequence_name: str
+    probes: list[Probe]
 
 
 def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
@@ -140,11 +148,12 @@ def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
     ]
     for problem in find_contamination(tasks):
         warnings.warn(f"contamination: {problem}", stacklevel=2)
+    probes = load_probes(config, include, sequence.tasks)
     set_seed(config.seed)  # LoRA's initialisation depends on it
     loaded = load_model(config.model)
     if config.peft == "lora":
         loaded.model = apply_lora(loaded.model, config.lora_r, config.lora_alpha)
-    return _Setup(tasks, method, loaded, sequence.name)
+    return _Setup(tasks, method, loaded, sequence.name, probes)
 
 
 def default_run_id(config: RunConfig) -> str:
@@ -201,6 +210,8 @@ def _new_state() -> dict[str, Any]:
         "scores": [],
         "stages": [],
         "checkpoint": None,
+        "probe_rows": [],
+        "probe_metrics": [],
         "method_state": {},
         "peak_memory": {},
     }
@@ -250,6 +261,24 @@ def _evaluate_all(
         )
         tqdm.write(f"{when}: {cells}")
     return scores, time.perf_counter() - started
+
+
+def _probe_row(
+    state: dict, setup: _Setup, accelerator: Accelerator, config: RunConfig
+) -> dict[str, float]:
+    """Score the probes into the next probe-matrix row; returns its timing for the stage."""
+    if not setup.probes:
+        return {}
+    started = time.perf_counter()
+    loaded = setup.loaded
+    row = evaluate_probes(setup.probes, loaded.model, loaded.tokenizer, accelerator, config)
+    state["probe_rows"].append(row)
+    state["probe_metrics"] = [p.metric for p in setup.probes]
+    if accelerator.is_local_main_process:
+        pairs = zip(setup.probes, row, strict=True)
+        cells = ", ".join(f"{p.name} {v:.3f}" for p, v in pairs if v is not None)
+        tqdm.write(f"probes: {cells}")
+    return {"probe_seconds": time.perf_counter() - started}
 
 
 def _add_row(state: dict, tasks: list[TaskData], scores: list[dict[str, float]]) -> None:
@@ -338,6 +367,7 @@ def _results(
         "config": config.to_dict(),
         "matrix": matrix,
         "single_task": None,
+        "probes": probe_results(setup.probes, state, config),
         "scores": state["scores"],  # every metric of every cell, the matrix's included
         "metrics": metrics.compute(matrix),
         "curves": metrics.curves(matrix),

@@ -266,7 +266,35 @@ class _Validator:
                 problems.append(
                     f"metrics.{key} is {_show(claimed)} but the matrix gives {_show(expected)}"
                 )
-        return problems
+        return problems + self.probes(run)
+
+    def probes(self, run: dict[str, Any]) -> list[str]:
+        """The probe block, if any: a row per matrix row, and general forgetting recomputed."""
+        block = run.get("probes")
+        if block is None:
+            return []
+        names = block.get("names") if isinstance(block, dict) else None
+        if not isinstance(names, list) or not names:
+            return ["probes must be null or an object with a non-empty list 'names'"]
+        rows, width, matrix = len(run["matrix"]), len(names), block.get("matrix")
+        if not isinstance(matrix, list) or len(matrix) != rows:
+            return [f"probes.matrix must have {rows} rows, one per row of the matrix"]
+        for i, row in enumerate(matrix):
+            if not isinstance(row, list) or len(row) != width:
+                return [f"probes.matrix[{i}] must have {width} values, one per probe"]
+            for j, value in enumerate(row):
+                if not _number(value):
+                    return [f"probes.matrix[{i}][{j}] is {_show(value)}; expected a number"]
+        expected = metrics.general_forgetting(matrix)
+        claimed = block.get("general_forgetting")
+        if not isinstance(claimed, list) or len(claimed) != width:
+            return [f"probes.general_forgetting is {_show(claimed)}; expected {width} numbers"]
+        if not all(map(_same, claimed, expected)):
+            return [
+                f"probes.general_forgetting is {_show(claimed)} but probes.matrix gives "
+                f"{_show(expected)}"
+            ]
+        return []
 
     def together(self, runs: list[dict[str, Any]]) -> list[str]:
         """The runs of one submission are distinct and may be averaged together."""
@@ -303,6 +331,10 @@ def _fraction(value: Any) -> bool:
         and math.isfinite(value)
         and 0.0 <= value <= 1.0
     )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same(claimed: Any, expected: float | None) -> bool:

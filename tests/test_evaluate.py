@@ -53,7 +53,7 @@ def test_shared_prompt_scores_equal_full_forward_log_likelihoods(tiny):
     from clbench.evaluate import _shared_prompt_scores
 
     model, tokenizer = tiny.model, tiny.tokenizer
-    options = [" very good", " bad", " so-so indeed"]
+    options = [" very good", "x", " bad", " so-so indeed"]  # "x" is one token: no follow-up
     contexts = [encode_prompt(tokenizer, p, 10_000) for p in PROMPTS]
     option_ids = [encode_target(tokenizer, o) for o in options]
     for batch_size in (1, 3):

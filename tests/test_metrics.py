@@ -21,7 +21,7 @@ def same(x: float, y: float) -> bool:
 
 def test_keys_and_names():
     assert METRIC_KEYS == ("aa", "aia", "fgt", "bwt", "fwd", "fwt")
-    assert set(METRIC_NAMES) == set(METRIC_KEYS)
+    assert set(METRIC_NAMES) == {*METRIC_KEYS, "gf"}  # gf comes from the probe matrix
     assert METRIC_NAMES["fwt"] == "zero-shot forward transfer"
     assert tuple(compute(R3)) == METRIC_KEYS
 
@@ -192,3 +192,10 @@ def test_curves_entry_matches_sub_matrix():
 
 def test_curves_without_single_task():
     assert all(math.isnan(v) for v in curves(R3)["fwd_k"])
+
+
+def test_general_forgetting_is_row_0_minus_the_last_row():
+    from clbench.metrics import general_forgetting
+
+    probes = [[0.6, 0.5, None], [0.2, 0.9, 0.4], [0.45, 0.55, 0.3]]
+    assert general_forgetting(probes) == pytest.approx([0.15, -0.05, None])

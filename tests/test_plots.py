@@ -78,6 +78,26 @@ SEEDS = [make_run(seed=s) for s in (1, 2, 3)]
 METHODS = SEEDS + [make_run("ewc", seed=s) for s in (1, 2, 3)]
 
 
+def with_probes(run: dict[str, Any], names: tuple[str, ...] = ("arc_easy", "hellaswag")) -> dict:
+    """`run` with a made-up probe matrix that declines, faster for longer method names."""
+    rng = np.random.default_rng(run["seed"])
+    slope = 0.01 * len(run["method"]["name"])
+    stages = np.arange(len(TASKS) + 1)[:, None]
+    rows = 0.6 - slope * stages + rng.normal(0, 0.01, (1, len(names)))
+    return run | {
+        "probes": {
+            "names": list(names),
+            "metrics": ["acc,none"] * len(names),
+            "matrix": rows.round(4).tolist(),
+        }
+    }
+
+
+def runs_for(kind: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs with probe results for the `general` kind, which plots only those."""
+    return [with_probes(run) for run in runs] if kind == "general" else runs
+
+
 def test_fixture_has_null_cells_and_null_metrics():
     assert ONE[0]["matrix"][1][3] is None and ONE[0]["metrics"]["fwd"] is None
     assert ONE[0]["metrics"]["fwt"] is not None
@@ -87,7 +107,7 @@ def test_fixture_has_null_cells_and_null_metrics():
 @pytest.mark.parametrize("kind", plots.KINDS)
 @pytest.mark.parametrize("runs", [ONE, SEEDS], ids=["1 run", "3 seeds"])
 def test_every_kind_writes_every_format(kind, runs, tmp_path):
-    figure = plots.plot(runs, kind)
+    figure = plots.plot(runs_for(kind, runs), kind)
     assert isinstance(figure, Figure)
     assert figure.get_figwidth() == 3.5
     for suffix in plots.FORMATS:
@@ -109,15 +129,16 @@ def test_several_methods(kind, tmp_path):
 @pytest.mark.parametrize("kind", plots.KINDS)
 @pytest.mark.parametrize("suffix", [".svg", ".pdf"])
 def test_vector_files_are_byte_identical(kind, suffix, tmp_path):
-    first = plots.save(plots.plot(SEEDS, kind), tmp_path / f"a{suffix}").read_bytes()
-    second = plots.save(plots.plot(SEEDS, kind), tmp_path / f"b{suffix}").read_bytes()
+    runs = runs_for(kind, SEEDS)
+    first = plots.save(plots.plot(runs, kind), tmp_path / f"a{suffix}").read_bytes()
+    second = plots.save(plots.plot(runs, kind), tmp_path / f"b{suffix}").read_bytes()
     assert first == second
     assert b"CreationDate" not in first and b"<dc:date>" not in first
 
 
 @pytest.mark.parametrize("kind", plots.KINDS)
 def test_text_is_readable_at_print_size(kind):
-    figure = plots.plot(METHODS if kind != "heatmap" else SEEDS, kind)
+    figure = plots.plot(runs_for(kind, METHODS if kind != "heatmap" else SEEDS), kind)
     figure.draw_without_rendering()
     sizes = [t.get_fontsize() for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
     assert sizes and min(sizes) >= 7
@@ -191,7 +212,7 @@ def test_heatmap_of_many_tasks_drops_values_it_cannot_fit():
 def test_errors():
     with pytest.raises(ClbenchError, match=r"unknown plot kind 'curve'.*'curves'"):
         plots.plot(ONE, "curve")
-    with pytest.raises(ClbenchError, match="'general' is not available yet"):
+    with pytest.raises(ClbenchError, match="has no probe results; run it with --probes"):
         plots.plot(ONE, "general")
     with pytest.raises(ClbenchError, match=r"one method.*replay, ewc"):
         plots.heatmap(METHODS)
@@ -244,7 +265,7 @@ def test_cli_writes_the_file(tmp_path, capsys):
     "args, message",
     [
         (["{runs}", "--kind", "heatmap"], "one method"),
-        (["{runs}", "--kind", "general"], "not available yet"),
+        (["{runs}", "--kind", "general"], "has no probe results"),
         (["{missing}"], "no results.json"),
     ],
 )
@@ -255,3 +276,18 @@ def test_cli_exits_2_on_bad_input(args, message, tmp_path, capsys):
     argv = ["plot", *[a.format(**names) for a in args], "--out", str(out)]
     assert main(argv) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_general_draws_each_probe_per_method():
+    runs = [with_probes(make_run(m, seed)) for m in ("replay", "ewc") for seed in (1, 2, 3)]
+    fig = plots.plot(runs, "general", width="double")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["arc_easy (acc,none)", "hellaswag (acc,none)"]
+    lines = panels[0].get_lines()
+    assert len(lines) == 2  # one line per method, mean of its 3 seeds
+    expected = np.mean([r["probes"]["matrix"] for r in runs[:3]], axis=0)[:, 0] * 100
+    assert np.allclose(lines[0].get_ydata(), expected)
+    assert len(panels[0].collections) == 2  # a CI band per method
+    other = with_probes(make_run("lwf", 1), names=("mmlu",))
+    with pytest.raises(ClbenchError, match="must share their probes"):
+        plots.general([*runs, other])

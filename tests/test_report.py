@@ -5,6 +5,7 @@ Every run here is a small results.json written by `write_run`; no model is train
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -304,6 +305,18 @@ def test_two_sample_tests_equal_scipy():
     assert test == "n/a" and math.isnan(statistic) and math.isnan(p)
 
 
+def test_a_constant_difference_is_no_evidence():
+    """Scores on 16 test examples move in steps of 1/16: a method can differ from the baseline
+    by the same amount in every pair, to rounding; scipy's t is then huge, and p about 0."""
+    base = [0.28125, 0.34375, 0.296875]
+    shifted = [b + 0.0208333333 + e for b, e in zip(base, [0, 1e-12, -1e-12], strict=True)]
+    assert stats.ttest_rel(shifted, base).pvalue < 1e-20  # what scipy alone would report
+    test, statistic, p = two_sample_test(shifted, base, paired=True)
+    assert test == "paired t" and math.isnan(statistic) and math.isnan(p)
+    test, statistic, p = two_sample_test([0.5, 0.5], [0.25, 0.25 + 1e-12], paired=False)
+    assert test == "welch t" and math.isnan(p)
+
+
 def test_holm_against_a_hand_computed_example():
     # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, max(0.04 * 1, 0.06) = 0.06
     adjusted = holm([0.01, 0.04, 0.03, math.nan, 0.005])
@@ -363,7 +376,7 @@ def three_methods(root: Path) -> pd.DataFrame:
     write_methods(
         root,
         {
-            "seq-ft": [0.39, 0.40, 0.41],
+            "seq-ft": [0.41, 0.40, 0.39],
             "replay": [0.49, 0.50, 0.51],
             "my_method&co%#": [0.50, 0.52, 0.54],
         },
@@ -486,3 +499,41 @@ def test_cli_report_of_a_file_that_is_no_results_exits_2(tmp_path, capsys):
     notes.write_text("not results", encoding="utf-8")
     assert main(["report", str(tmp_path / "runs"), str(notes)]) == 2
     assert str(notes) in capsys.readouterr().err
+
+
+def with_probes(folder: Path, drops: list[float]) -> None:
+    """Add a probe matrix to the run in `folder` whose probes drop by `drops`."""
+    path = folder / "results.json"
+    run = json.loads(path.read_text(encoding="utf-8"))
+    before = [0.6] * len(drops)
+    after = [0.6 - d for d in drops]
+    run["probes"] = {
+        "names": [f"probe{j}" for j in range(len(drops))],
+        "metrics": ["acc,none"] * len(drops),
+        "matrix": [before, before, before, after],
+        "general_forgetting": drops,
+    }
+    path.write_text(json.dumps(run), encoding="utf-8")
+
+
+def test_general_forgetting_is_reported_next_to_aa_for_runs_with_probes(tmp_path, capsys):
+    for seed, drops in enumerate([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]):
+        with_probes(write_run(tmp_path / "runs", f"lwf-s{seed}", method="lwf", seed=seed), drops)
+    write_run(tmp_path / "runs", "seq-ft-s0", method="seq-ft")  # no probes: gf is n/a
+    frame = load_runs([tmp_path / "runs"])
+    assert sorted(frame["gf"].round(6).dropna()) == [0.2, 0.2, 0.2]
+    assert main(["report", str(tmp_path / "runs"), "--format", "csv"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr().out), comment="#")
+    gf = rows[(rows["metric"] == "gf") & (rows["method"] == "lwf")]
+    assert gf["mean"].iloc[0] == pytest.approx(20.0)
+    assert main(["report", str(tmp_path / "runs"), "--metrics", "aa,bwt"]) == 0
+    assert "gf" not in capsys.readouterr().out.lower().split("notes")[0]
+
+
+def test_one_run_report_shows_its_probe_matrix(tmp_path, capsys):
+    run = write_run(tmp_path, "only")
+    with_probes(run, [0.25])
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "general-ability probes" in out and "probe0 (acc,none)" in out
+    assert "| general forgetting (row 0 - last) |" in out and "25.0" in out

@@ -58,6 +58,24 @@ def test_a_tampered_metric_is_rejected(valid: Path) -> None:
     assert "runs[1].metrics.aa is 0.99 but the matrix gives" in errors_of(valid)
 
 
+def add_probes(content: dict) -> None:
+    for run in content["runs"]:
+        matrix = [[0.6, 0.5], [0.55, 0.5], [0.5, 0.45], [0.4, 0.5]]
+        run["probes"] = {"names": ["arc_easy", "review-food"], "matrix": matrix}
+        run["probes"]["general_forgetting"] = [0.6 - 0.4, 0.5 - 0.5]
+
+
+def test_probe_results_are_checked_and_general_forgetting_recomputed(valid: Path) -> None:
+    rewrite(valid, add_probes)
+    assert validate_file(valid).ok, validate_file(valid).errors
+    rewrite(valid, lambda c: c["runs"][2]["probes"].update(general_forgetting=[0.0, 0.0]))
+    assert "runs[2].probes.general_forgetting is [0.0, 0.0] but probes.matrix gives" in errors_of(
+        valid
+    )
+    rewrite(valid, lambda c: c["runs"][0]["probes"]["matrix"].pop())
+    assert "runs[0].probes.matrix must have 4 rows, one per row of the matrix" in errors_of(valid)
+
+
 def test_a_wrong_shape_is_rejected(valid: Path) -> None:
     rewrite(valid, lambda c: c["runs"][0]["matrix"].pop())
     assert "runs[0].matrix must be 4 x 3 (T+1 rows of T tasks)" in errors_of(valid)
@@ -227,6 +245,8 @@ def paths_of(value, prefix=()):
 @given(data=st.data())
 def test_any_field_replaced_by_random_json_gives_a_clear_answer(data, valid: Path) -> None:
     original = json.loads(valid.read_text())
+    if data.draw(st.booleans()):  # half the time with probe results to corrupt as well
+        add_probes(original)
     paths = [p for p in paths_of(original) if p]
     target = data.draw(st.sampled_from(paths))
     changed = copy.deepcopy(original)
