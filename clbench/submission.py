@@ -34,8 +34,8 @@ TOLERANCE = 1e-9  # metrics are recomputed in float64 from the same numbers
 PICKLE_MAGIC = (b"\x80", b"(dp", b"(lp", b"ccopy_reg")  # protocol 2+ and protocol 0 openings
 URL = re.compile(r"https?://[^\s<>\"']+\Z", re.IGNORECASE)
 REQUIRED_BUDGET = ("batch_size", "lr", "lr_scheduler", "max_length")
-# Where a run was written and read its data on the submitter's machine: not published.
-PRIVATE_CONFIG = ("output", "data_dir")
+# Where a run was written and read its data and probes on the submitter's machine: not published.
+PRIVATE_CONFIG = ("output", "data_dir", "probe_include")
 PEFT_NAMES = {"lora": "LoRA"}
 
 

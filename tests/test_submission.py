@@ -49,7 +49,7 @@ def test_a_valid_submission_passes_and_holds_every_run(valid: Path) -> None:
     assert content["paper"] == "https://example.org/p"
     # where the run was written and read its data on the submitter's machine is not published
     assert all(
-        "output" not in r["config"] and "data_dir" not in r["config"] for r in content["runs"]
+        not {"output", "data_dir", "probe_include"} & set(r["config"]) for r in content["runs"]
     )
 
 
