@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from clbench import registry
-from clbench.evaluate import evaluate_task
-from clbench.lm_eval_export import export
-from clbench.models import load_model
+from clbench.data import registry
+from clbench.evaluation.evaluate import evaluate_task
+from clbench.reporting.lm_eval_export import export
+from clbench.training.models import load_model
 
 OUT = Path(__file__).resolve().parent / "results" / "lm_eval_speed.json"
 

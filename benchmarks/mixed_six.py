@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from clbench.config import RunConfig
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.results.io import load_results
+from clbench.training.runner import run
 
 BUDGET = {
     "steps_per_task": 20,

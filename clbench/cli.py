@@ -223,7 +223,7 @@ def _leaderboard_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from clbench.submission import submit
+    from clbench.leaderboard.submission import submit
 
     root = Path(args.leaderboard)
     options = dict(name=args.name, paper=args.paper, code=args.code, replace=args.replace)
@@ -233,7 +233,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from clbench.submission import validate_all
+    from clbench.leaderboard.submission import validate_all
 
     checked = validate_all(Path(args.leaderboard), args.data_dir)
     for result in checked:
@@ -247,7 +247,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from clbench.leaderboard import build
+    from clbench.leaderboard.build import build
 
     paths = build(Path(args.leaderboard), args.data_dir, check=args.check)
     print(("up to date: " if args.check else "wrote ") + ", ".join(map(str, paths)))
@@ -255,7 +255,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from clbench.hub import download
+    from clbench.data.hub import download
 
     for line in download(args.sequence, args.data_dir, tuple(args.include_path)):
         print(line)
@@ -263,7 +263,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from clbench.lm_eval_export import export
+    from clbench.reporting.lm_eval_export import export
 
     if args.max_test_examples is not None and args.max_test_examples < 1:
         raise ClbenchError("--max-test-examples must be >= 1")
@@ -277,9 +277,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from clbench.report import report
-    from clbench.results import load_results
-    from clbench.runner import config_of_run, run
+    from clbench.reporting.report import report
+    from clbench.results.io import load_results
+    from clbench.training.runner import config_of_run, run
 
     given = {name: getattr(args, name) for name in RUN_FIELDS if getattr(args, name) is not None}
     if args.method_arg:
@@ -329,9 +329,9 @@ def _method_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from clbench import registry
-    from clbench.method import method_names
-    from clbench.models import BUILTIN_MODELS
+    from clbench.data import registry
+    from clbench.methods import method_names
+    from clbench.training.models import BUILTIN_MODELS
 
     include = tuple(args.include_path)
     if args.what == "tasks":
@@ -353,8 +353,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from clbench.metrics import METRIC_KEYS
-    from clbench.report import load_runs, parse_metrics, report, tables
-    from clbench.results import load_results_file
+    from clbench.reporting.report import load_runs, parse_metrics, report, tables
+    from clbench.results.io import load_results_file
 
     runs = load_runs(args.runs)
     metrics = METRIC_KEYS + (("gf",) if runs["gf"].notna().any() else ())
@@ -377,7 +377,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from clbench.plots import load_runs, plot, save
+    from clbench.reporting.plots import load_runs, plot, save
 
     print(f"wrote {save(plot(load_runs(args.runs), args.kind, args.width), args.out)}")
     return 0

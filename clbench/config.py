@@ -42,8 +42,8 @@ class RunConfig:
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     eval_batch_size: int = 32
-    # General-ability probes (clbench.probes): lm-eval or clbench task names, scored after
-    # every stage; lm-eval's scores can depend on the batch size, so it is pinned.
+    # General-ability probes (clbench.evaluation.probes): lm-eval or clbench task names, scored
+    # after every stage; lm-eval's scores can depend on the batch size, so it is pinned.
     probes: list[str] | None = None
     probe_include: list[str] | None = None  # folders of the user's own lm-eval tasks
     probe_limit: int | None = None  # the first N documents of each probe

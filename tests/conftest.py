@@ -59,7 +59,7 @@ def tiny_config(tmp_path: Path) -> RunConfig:
 @pytest.fixture(scope="session")
 def default_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three seeds of the generated `default` sequence on the random tiny model (read only)."""
-    from clbench.runner import run
+    from clbench.training.runner import run
 
     output = tmp_path_factory.mktemp("default-runs")
     config = dict(sequence="default", model="tiny-random", steps_per_task=1, batch_size=4)

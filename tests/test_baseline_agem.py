@@ -4,12 +4,12 @@ longer conflicts with the memory gradient, and the memory survives --resume."""
 import torch
 from accelerate import Accelerator
 
-from baselines.agem import AGEM
-from clbench.method import Stage, create_method
-from clbench.models import load_model
-from clbench.registry import load_task
-from clbench.results import load_results, read_json
-from clbench.runner import run
+from clbench.data.registry import load_task
+from clbench.methods import Stage, create_method
+from clbench.methods.agem import AGEM
+from clbench.results.io import load_results, read_json
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 
 def _stage(index, name, tiny_tasks, tiny_config, model=None, tokenizer=None, accelerator=None):

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-import clbench.runner
+import clbench.training.runner
 from clbench.errors import ClbenchError
-from clbench.method import create_method
-from clbench.models import apply_lora, load_model
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.methods import create_method
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def test_expanded_model_computes_what_the_original_did():
@@ -55,14 +55,14 @@ def test_only_new_blocks_learn_and_the_run_resumes(tiny_tasks, tiny_config, tmp_
     tiny_config.method = "block-expansion"
     base = load_model("tiny-random").model.state_dict()
     after = {}
-    real = clbench.runner.train_task
+    real = clbench.training.runner.train_task
 
     def spy(model, stage, *args):
         result = real(model, stage, *args)
         after[stage.index] = {n: p.detach().clone() for n, p in model.state_dict().items()}
         return result
 
-    monkeypatch.setattr(clbench.runner, "train_task", spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", spy)
     whole = load_results(run(tiny_config, include=include))
     assert len(whole["matrix"]) == 4 and all(len(row) == 3 for row in whole["matrix"])
     assert whole["model"]["trainable_parameters"] < whole["model"]["parameters"]

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-import clbench.train
-from baselines.cpt_rewarm import CPTRewarm
-from clbench.method import Stage, create_method
-from clbench.registry import load_task
-from clbench.results import load_results, read_json
-from clbench.runner import run
+import clbench.training.train
+from clbench.data.registry import load_task
+from clbench.methods import Stage, create_method
+from clbench.methods.cpt_rewarm import CPTRewarm
+from clbench.results.io import load_results, read_json
+from clbench.training.runner import run
 
 
 def _closed_form(step, steps, lr, warmup_fraction, min_ratio):
@@ -52,7 +52,7 @@ def test_run_rewarms_every_stage_and_replays(tiny_tasks, tiny_config, tmp_path, 
         optimizers.append(optimizer)  # the scheduler sets the learning rate on it
         return optimizer, scheduler
 
-    collate = clbench.train.collate
+    collate = clbench.training.train.collate
 
     def spy(tokenizer, batch, max_length):
         lr = optimizers[-1].param_groups[0]["lr"]
@@ -60,7 +60,7 @@ def test_run_rewarms_every_stage_and_replays(tiny_tasks, tiny_config, tmp_path, 
         return collate(tokenizer, batch, max_length)
 
     monkeypatch.setattr(CPTRewarm, "configure_optimizer", keep)
-    monkeypatch.setattr(clbench.train, "collate", spy)
+    monkeypatch.setattr(clbench.training.train, "collate", spy)
     tiny_config.method = "cpt-rewarm"
     tiny_config.steps_per_task = 4
     args = {"warmup_fraction": 0.5, "min_lr_ratio": 0.1, "replay_fraction": 0.5}

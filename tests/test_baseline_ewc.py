@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-import clbench.runner
-from baselines.ewc import EWC
-from clbench.method import Stage, create_method
-from clbench.models import apply_lora, load_model
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
+import clbench.training.runner
+from clbench.data.registry import load_task
+from clbench.methods import Stage, create_method
+from clbench.methods.ewc import EWC
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks, config, loaded):
@@ -137,9 +137,11 @@ def test_a_run_fills_the_matrix_and_resumes_with_the_fisher(
 ):
     include = (str(tiny_tasks),)
     created = []  # the method of each invocation
-    real_create = clbench.runner.create_method
+    real_create = clbench.training.runner.create_method
     monkeypatch.setattr(
-        clbench.runner, "create_method", lambda *a: created.append(real_create(*a)) or created[-1]
+        clbench.training.runner,
+        "create_method",
+        lambda *a: created.append(real_create(*a)) or created[-1],
     )
     tiny_config.method = "ewc"
     tiny_config.method_args = {"fisher_examples": 8, "ewc_lambda": 1e4}

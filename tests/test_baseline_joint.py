@@ -2,11 +2,11 @@
 
 from collections import Counter
 
-import clbench.train
-from clbench.method import Stage, create_method
-from clbench.registry import load_task
-from clbench.results import load_results, read_json
-from clbench.runner import run
+import clbench.training.train
+from clbench.data.registry import load_task
+from clbench.methods import Stage, create_method
+from clbench.results.io import load_results, read_json
+from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks):
@@ -50,9 +50,9 @@ def test_batches_are_seeded_by_the_stage_and_the_pool_round_trips(tiny_tasks):
 def _spy_batches(monkeypatch):
     """The set of tasks in every trained batch, in order."""
     seen = []
-    real = clbench.train.collate
+    real = clbench.training.train.collate
     monkeypatch.setattr(
-        clbench.train,
+        clbench.training.train,
         "collate",
         lambda tok, batch, n: seen.append({e.task for e in batch}) or real(tok, batch, n),
     )

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from clbench.method import Stage, create_method
-from clbench.models import load_model
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.data.registry import load_task
+from clbench.methods import Stage, create_method
+from clbench.results.io import load_results
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks, config, loaded):

@@ -6,15 +6,15 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-import clbench.method
-import clbench.train
-from baselines.lamol import parse
-from clbench.method import Stage, Step, create_method
-from clbench.models import load_model
-from clbench.registry import load_task
-from clbench.results import load_results, read_json
-from clbench.runner import run
-from clbench.task import Example
+import clbench.methods
+import clbench.training.train
+from clbench.data.registry import load_task
+from clbench.data.task import Example
+from clbench.methods import Stage, Step, create_method
+from clbench.methods.lamol import parse
+from clbench.results.io import load_results, read_json
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 TEMPLATE = {"name": "t-pos", "prompt": "{text}\nAnswer:", "target": " {label}"}
 
@@ -127,13 +127,13 @@ def test_run_trains_on_pseudo_examples_and_resumes(tiny_tasks, tiny_config, tmp_
     answers = [f"Review: made-up {i}.\nAnswer: {['yes', 'no'][i % 2]}" for i in range(8)]
     fake = _fake_generate(tokenizer, answers, calls)
     monkeypatch.setattr(LlamaForCausalLM, "generate", lambda self, **kw: fake(**kw))
-    train_collate, method_collate = clbench.train.collate, clbench.method.collate
+    train_collate, method_collate = clbench.training.train.collate, clbench.methods.collate
 
     def spy(into, collate):
         return lambda tok, batch, n: into.append(list(batch)) or collate(tok, batch, n)
 
-    monkeypatch.setattr(clbench.train, "collate", spy(batches, train_collate))
-    monkeypatch.setattr(clbench.method, "collate", spy(generation, method_collate))
+    monkeypatch.setattr(clbench.training.train, "collate", spy(batches, train_collate))
+    monkeypatch.setattr(clbench.methods, "collate", spy(generation, method_collate))
     include = (str(tiny_tasks),)
     tiny_config.method = "lamol"
     whole = load_results(run(tiny_config, include=include))

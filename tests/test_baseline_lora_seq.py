@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-import clbench.runner
+import clbench.training.runner
 from clbench.errors import ClbenchError
-from clbench.method import create_method
-from clbench.models import apply_lora, load_model
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.methods import create_method
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def test_only_the_adapter_learns_and_the_run_resumes(
@@ -19,14 +19,14 @@ def test_only_the_adapter_learns_and_the_run_resumes(
     tiny_config.method_args = {"r": 4, "alpha": 8}
     base = {n: p.detach().clone() for n, p in load_model("tiny-random").model.named_parameters()}
     after = {}  # stage -> every tensor of the model after training it
-    real = clbench.runner.train_task
+    real = clbench.training.runner.train_task
 
     def spy(model, stage, *args):
         result = real(model, stage, *args)
         after[stage.index] = {n: p.detach().clone() for n, p in model.named_parameters()}
         return result
 
-    monkeypatch.setattr(clbench.runner, "train_task", spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", spy)
     whole = load_results(run(tiny_config, include=include))
     assert len(whole["matrix"]) == 4 and all(len(row) == 3 for row in whole["matrix"])
     assert whole["method"]["hyperparameters"] == {"r": 4, "alpha": 8, "dropout": 0.0}

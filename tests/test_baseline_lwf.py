@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from clbench.encoding import collate
-from clbench.method import Stage, Step, create_method
-from clbench.models import apply_lora, load_model
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.data.encoding import collate
+from clbench.data.registry import load_task
+from clbench.methods import Stage, Step, create_method
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks, config, loaded):

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-import clbench.runner
+import clbench.training.runner
 from clbench.errors import ClbenchError
-from clbench.method import Stage, Step, create_method
-from clbench.models import apply_lora, load_model
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.methods import Stage, Step, create_method
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def _lora_a(model, adapter):
@@ -51,7 +51,10 @@ def test_earlier_adapters_stay_frozen_all_are_used_and_the_run_resumes(
     tiny_config.method_args = {"r": 4}
     base = dict(load_model("tiny-random").model.named_parameters())
     after, active = {}, []  # stage -> trained tensors; the adapters active at each evaluation
-    real_train, real_eval = clbench.runner.train_task, clbench.runner.evaluate_task
+    real_train, real_eval = (
+        clbench.training.runner.train_task,
+        clbench.training.runner.evaluate_task,
+    )
 
     def train_spy(model, stage, *args):
         result = real_train(model, stage, *args)
@@ -62,8 +65,8 @@ def test_earlier_adapters_stay_frozen_all_are_used_and_the_run_resumes(
         active.append(list(model.base_model.active_adapters))
         return real_eval(model, *args)
 
-    monkeypatch.setattr(clbench.runner, "train_task", train_spy)
-    monkeypatch.setattr(clbench.runner, "evaluate_task", eval_spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", train_spy)
+    monkeypatch.setattr(clbench.training.runner, "evaluate_task", eval_spy)
     whole = load_results(run(tiny_config, include=include))
     assert len(whole["matrix"]) == 4 and all(len(row) == 3 for row in whole["matrix"])
     assert whole["method"]["extra_memory"] and not whole["method"]["uses_task_id"]

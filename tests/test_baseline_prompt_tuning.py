@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-import clbench.runner
-from clbench.encoding import encode_prompt, encode_target
+import clbench.training.runner
+from clbench.data.encoding import encode_prompt, encode_target
+from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
-from clbench.evaluate import option_scores
-from clbench.method import Stage, create_method
-from clbench.models import apply_lora, load_model
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.evaluation.evaluate import option_scores
+from clbench.methods import Stage, create_method
+from clbench.results.io import load_results
+from clbench.training.models import apply_lora, load_model
+from clbench.training.runner import run
 
 
 def _prompts(model):
@@ -26,7 +26,10 @@ def test_each_task_keeps_its_prompt_and_evaluation_selects_it(
     tiny_config.method_args = {"num_virtual_tokens": 4}
     base = load_model("tiny-random").model.state_dict()
     before, after, base_after, selected = {}, {}, {}, []
-    real_train, real_eval = clbench.runner.train_task, clbench.runner.evaluate_task
+    real_train, real_eval = (
+        clbench.training.runner.train_task,
+        clbench.training.runner.evaluate_task,
+    )
 
     def train_spy(model, stage, *args):
         before[stage.index] = _prompts(model)
@@ -39,8 +42,8 @@ def test_each_task_keeps_its_prompt_and_evaluation_selects_it(
         selected.append((data.task.name, model.active_adapter))
         return real_eval(model, tokenizer, data, *args)
 
-    monkeypatch.setattr(clbench.runner, "train_task", train_spy)
-    monkeypatch.setattr(clbench.runner, "evaluate_task", eval_spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", train_spy)
+    monkeypatch.setattr(clbench.training.runner, "evaluate_task", eval_spy)
     whole = load_results(run(tiny_config, include=include))
     assert len(whole["matrix"]) == 4 and all(len(row) == 3 for row in whole["matrix"])
     assert whole["method"]["uses_task_id"] and whole["method"]["extra_memory"]

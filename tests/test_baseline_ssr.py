@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 
-import clbench.train
-from baselines.ssr import SSR, select
-from clbench.evaluate import generate
-from clbench.method import Stage, create_method
-from clbench.models import load_model
-from clbench.registry import load_task
-from clbench.results import load_results, read_json
-from clbench.runner import run
+import clbench.training.train
+from clbench.data.registry import load_task
+from clbench.evaluation.evaluate import generate
+from clbench.methods import Stage, create_method
+from clbench.methods.ssr import SSR, select
+from clbench.results.io import load_results, read_json
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 ARGS = {"num_demos": 3, "num_candidates": 8, "num_synthetic": 4, "max_new_tokens": 24}
 
@@ -98,9 +98,11 @@ def test_run_rehearses_synthetic_examples_fills_the_matrix_and_resumes(
 ):
     include = (str(tiny_tasks),)
     batches = []
-    real = clbench.train.collate
+    real = clbench.training.train.collate
     monkeypatch.setattr(
-        clbench.train, "collate", lambda tok, batch, n: batches.append(batch) or real(tok, batch, n)
+        clbench.training.train,
+        "collate",
+        lambda tok, batch, n: batches.append(batch) or real(tok, batch, n),
     )
     tiny_config.method, tiny_config.method_args = "ssr", ARGS
     whole = load_results(run(tiny_config, include=include))

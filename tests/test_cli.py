@@ -1,7 +1,7 @@
 """`clbench list` and `clbench report` from the command line."""
 
 from clbench.cli import main
-from clbench.runner import run
+from clbench.training.runner import run
 
 
 def test_list(capsys, tiny_tasks):

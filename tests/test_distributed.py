@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.results.io import load_results
+from clbench.training.runner import run
 
 
 def test_two_processes_fill_the_same_row_zero(tiny_tasks, tiny_config, tmp_path):

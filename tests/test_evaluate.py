@@ -6,10 +6,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from clbench.encoding import encode_prompt, encode_target
-from clbench.evaluate import evaluate_task, generate, rank_options
-from clbench.models import load_model
-from clbench.task import Task
+from clbench.data.encoding import encode_prompt, encode_target
+from clbench.data.task import Task
+from clbench.evaluation.evaluate import evaluate_task, generate, rank_options
+from clbench.training.models import load_model
 
 PROMPTS = ["Review: The soup was great.\nAnswer:", "Is it food?", "A much longer prompt " * 5]
 
@@ -50,7 +50,7 @@ def test_ranking_matches_full_forward(tiny, options):
 
 
 def test_shared_prompt_scores_equal_full_forward_log_likelihoods(tiny):
-    from clbench.evaluate import _shared_prompt_scores
+    from clbench.evaluation.evaluate import _shared_prompt_scores
 
     model, tokenizer = tiny.model, tiny.tokenizer
     options = [" very good", "x", " bad", " so-so indeed"]  # "x" is one token: no follow-up

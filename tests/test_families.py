@@ -10,12 +10,12 @@ import yaml
 from accelerate import Accelerator
 
 from clbench.cli import main
-from clbench.evaluate import evaluate_task
-from clbench.models import load_model
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
-from clbench.train import dpo_loss
+from clbench.data.registry import load_task
+from clbench.evaluation.evaluate import evaluate_task
+from clbench.results.io import load_results
+from clbench.training.models import load_model
+from clbench.training.runner import run
+from clbench.training.train import dpo_loss
 
 SENTENCE = {
     "tokens": ["Ada", "Lovelace", "visited", "Paris", "."],

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from clbench.cli import main
+from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
-from clbench.registry import load_task
 
 ROWS = [
     {"title": "Cup final", "body": "A late goal.", "topic": 1},

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clbench.data.hub import check_spec
+from clbench.data.hub_formats import hh_dialogue, semeval_tags
+from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
-from clbench.hub import check_spec
-from clbench.hub_formats import hh_dialogue, semeval_tags
-from clbench.registry import load_task
 
 FEWREL_ROWS = [
     {

@@ -9,8 +9,8 @@ from conftest import SHARED_DATA
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.leaderboard import build, leaderboard_entries
-from clbench.submission import submit
+from clbench.leaderboard.build import build, leaderboard_entries
+from clbench.leaderboard.submission import submit
 
 XSS = "<script>alert(1)</script>"
 REPO = Path(__file__).resolve().parents[1]

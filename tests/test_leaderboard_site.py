@@ -1,4 +1,4 @@
-"""The static leaderboard page (clbench/site/) driven in a headless system Chromium.
+"""The static leaderboard page (clbench/leaderboard/site/) driven in a headless system Chromium.
 
 The page is opened from the file system, as a reader would, and must never run submitted text.
 Set CLBENCH_SCREENSHOT_DIR to keep the screenshots for a person to look at.
@@ -15,15 +15,15 @@ from urllib.parse import quote
 
 import pytest
 
-from clbench.leaderboard import build, leaderboard_entries, write_site
-from clbench.leaderboard import site_data as built_site_data
-from clbench.submission import submit
+from clbench.leaderboard.build import build, leaderboard_entries, write_site
+from clbench.leaderboard.build import site_data as built_site_data
+from clbench.leaderboard.submission import submit
 
 XSS = "<script>alert(1)</script>"
 
 
 def site_data() -> dict[str, Any]:
-    """The page's input: the shape of `clbench.leaderboard.site_data` (may be replaced by it)."""
+    """The page's input: the shape of `clbench.leaderboard.build.site_data`."""
 
     def stat(mean: float, std: float | None, n: int) -> dict[str, Any]:
         return {"mean": mean, "std": std, "n": n}

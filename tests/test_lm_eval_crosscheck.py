@@ -12,13 +12,13 @@ import torch
 import yaml
 from accelerate import Accelerator
 
-from clbench import registry
 from clbench.cli import main
+from clbench.data import registry
 from clbench.errors import ClbenchError
-from clbench.evaluate import encode_prompt, encode_target, option_scores
-from clbench.lm_eval_export import export
-from clbench.models import load_model
-from clbench.scorers import accuracy
+from clbench.evaluation.evaluate import encode_prompt, encode_target, option_scores
+from clbench.evaluation.scorers import accuracy
+from clbench.reporting.lm_eval_export import export
+from clbench.training.models import load_model
 
 pytest.importorskip("lm_eval")
 
@@ -62,7 +62,7 @@ def crosscheck(task_name: str, model_name: str, n: int, tmp_path: Path, data_dir
     ours_accuracy = accuracy(predictions, [e.label for e in data.test])["accuracy"]
     assert ours_accuracy == their_accuracy
     # and the evaluator clbench runs gives that same accuracy
-    from clbench.evaluate import evaluate_task
+    from clbench.evaluation.evaluate import evaluate_task
 
     scored = evaluate_task(model, tokenizer, data, Accelerator(cpu=True), 8, 10_000)
     assert scored["accuracy"] == their_accuracy
@@ -113,7 +113,7 @@ def test_export_of_a_generation_task_scores_with_clbench(tmp_path):
         log_samples=True,
     )
     samples = sorted(output["samples"]["offline-ner-news"], key=lambda s: s["doc_id"])
-    from clbench.scorers import entity_f1
+    from clbench.evaluation.scorers import entity_f1
 
     predictions = [s["filtered_resps"][0].strip() for s in samples]
     references = [json.loads(s["doc"]["reference"]) for s in samples]

@@ -2,13 +2,13 @@
 
 import pytest
 
-import clbench.train
-from baselines.replay import Replay
+import clbench.training.train
+from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
-from clbench.method import Stage, create_method
-from clbench.registry import load_task
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.methods import Stage, create_method
+from clbench.methods.replay import Replay
+from clbench.results.io import load_results
+from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks):
@@ -44,9 +44,9 @@ def test_replay_state_round_trips(tiny_tasks):
 
 def test_replay_in_a_run_trains_on_earlier_tasks(tiny_tasks, tiny_config, monkeypatch):
     seen_tasks = []
-    real = clbench.train.collate
+    real = clbench.training.train.collate
     monkeypatch.setattr(
-        clbench.train,
+        clbench.training.train,
         "collate",
         lambda tok, batch, n: seen_tasks.append({e.task for e in batch}) or real(tok, batch, n),
     )
@@ -61,7 +61,7 @@ def test_replay_in_a_run_trains_on_earlier_tasks(tiny_tasks, tiny_config, monkey
 
 
 def test_method_by_module_path_and_bad_hyperparameters():
-    method = create_method("baselines.seq_ft:SeqFT")
+    method = create_method("clbench.methods.seq_ft:SeqFT")
     assert method.name == "seq-ft"
     with pytest.raises(ClbenchError, match=r"unknown field.*bogus"):
         create_method("replay", {"bogus": 1})

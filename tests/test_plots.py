@@ -1,4 +1,5 @@
-"""`clbench.plots` and `clbench plot`: every kind renders, files are deterministic, errors."""
+"""`clbench.reporting.plots` and `clbench plot`: every kind renders, files are deterministic,
+errors."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from clbench import plots
 from clbench.cli import main
 from clbench.errors import ClbenchError
 from clbench.metrics import compute
+from clbench.reporting import plots
 
 TASKS = ["dbpedia", "amazon", "yahoo", "agnews"]
 

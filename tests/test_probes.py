@@ -1,5 +1,5 @@
-"""General-ability probes (clbench.probes): lm-eval tasks from local files and clbench tasks,
-scored before training and after every stage; bad probes fail before any training."""
+"""General-ability probes (clbench.evaluation.probes): lm-eval tasks from local files and clbench
+tasks, scored before training and after every stage; bad probes fail before any training."""
 
 import json
 from pathlib import Path
@@ -9,8 +9,8 @@ import yaml
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.results.io import load_results
+from clbench.training.runner import run
 
 pytest.importorskip("lm_eval")
 
@@ -64,8 +64,8 @@ def test_lm_eval_probe_scores_the_model_in_memory(tmp_path):
     from accelerate import Accelerator
 
     from clbench.config import RunConfig
-    from clbench.models import load_model
-    from clbench.probes import evaluate_probes, load_probes
+    from clbench.evaluation.probes import evaluate_probes, load_probes
+    from clbench.training.models import load_model
 
     folder = write_lm_eval_probe(tmp_path / "probes", n=6, answers=lambda i: 0)
     config = RunConfig(probes=["local-yesno"], probe_include=[str(folder)], eval_batch_size=4)
@@ -148,7 +148,7 @@ def test_an_exported_task_scores_the_same_as_a_probe_through_both_harnesses(
     tiny_tasks, tiny_config, tmp_path
 ):
     """review-food as a clbench probe and, exported, as an lm-eval probe: equal every stage."""
-    from clbench.lm_eval_export import export
+    from clbench.reporting.lm_eval_export import export
 
     folder = tmp_path / "exported"
     export("review-food", folder, max_test_examples=8, name="review-food-lm")

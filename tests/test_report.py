@@ -20,7 +20,7 @@ from scipy import stats
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.report import (
+from clbench.reporting.report import (
     BOOTSTRAP_RESAMPLES,
     aggregate,
     comparable_groups,

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import clbench.runner
-from clbench.models import load_model
-from clbench.results import load_results, read_json
-from clbench.runner import run
+import clbench.training.runner
+from clbench.results.io import load_results, read_json
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 
 def _checksum(model: torch.nn.Module) -> float:
@@ -17,13 +17,13 @@ def _checksum(model: torch.nn.Module) -> float:
 
 def test_matrix_shape_row_zero_and_upper_triangle(tiny_tasks, tiny_config, monkeypatch):
     calls = []  # (task, weight checksum) of every evaluation
-    real = clbench.runner.evaluate_task
+    real = clbench.training.runner.evaluate_task
 
     def spy(model, tokenizer, data, *args):
         calls.append((data.task.name, _checksum(model)))
         return real(model, tokenizer, data, *args)
 
-    monkeypatch.setattr(clbench.runner, "evaluate_task", spy)
+    monkeypatch.setattr(clbench.training.runner, "evaluate_task", spy)
     results = load_results(run(tiny_config, include=(str(tiny_tasks),)))
 
     matrix = results["matrix"]
@@ -74,7 +74,7 @@ def test_resume_gives_the_uninterrupted_result(tiny_tasks, tiny_config, tmp_path
 def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypatch):
     """Stage 2 of a resumed run starts from the weights stage 1 ended with."""
     include = (str(tiny_tasks),)
-    real = clbench.runner.train_task
+    real = clbench.training.runner.train_task
     before, after = {}, {}
 
     def spy(model, stage, *args):
@@ -83,7 +83,7 @@ def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypat
         after[stage.index] = _checksum(model)
         return result
 
-    monkeypatch.setattr(clbench.runner, "train_task", spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", spy)
     run(tiny_config, include=include, stop_after=1)
     run(tiny_config, include=include, resume=True, stop_after=1)
     assert before[2] == after[1] != before[1]
@@ -94,14 +94,14 @@ def test_lora_trains_only_the_adapter_and_resumes(tiny_tasks, tiny_config, tmp_p
     tiny_config.peft = "lora"
     base = {n: p.detach().clone() for n, p in load_model("tiny-random").model.named_parameters()}
     final = {}
-    real = clbench.runner.train_task
+    real = clbench.training.runner.train_task
 
     def spy(model, stage, *args):
         result = real(model, stage, *args)
         final.update({n: p.detach().clone() for n, p in model.named_parameters()})
         return result
 
-    monkeypatch.setattr(clbench.runner, "train_task", spy)
+    monkeypatch.setattr(clbench.training.runner, "train_task", spy)
     whole = load_results(run(tiny_config, include=include))
     assert whole["model"]["peft"] == {"type": "lora", "r": 8, "alpha": 16}
     assert 0 < whole["model"]["trainable_parameters"] < whole["model"]["parameters"]

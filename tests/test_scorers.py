@@ -1,4 +1,4 @@
-"""Hand-made examples with known scores for every scorer in clbench.scorers."""
+"""Hand-made examples with known scores for every scorer in clbench.evaluation.scorers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from clbench.scorers import (
+from clbench.evaluation.scorers import (
     SCORERS,
     accuracy,
     bio_entities,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from accelerate import Accelerator
 
-from clbench.evaluate import evaluate_task
-from clbench.models import load_model
-from clbench.registry import load_sequence, load_task, task_names
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.data.registry import load_sequence, load_task, task_names
+from clbench.evaluation.evaluate import evaluate_task
+from clbench.results.io import load_results
+from clbench.training.models import load_model
+from clbench.training.runner import run
 
 MIRROR = Path(
     os.environ.get("CLBENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from clbench.results import load_results
-from clbench.runner import run
+from clbench.results.io import load_results
+from clbench.training.runner import run
 
 pytestmark = [
     pytest.mark.slow,

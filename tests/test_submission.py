@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clbench import submission
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.report import load_runs
-from clbench.submission import submit, validate_all, validate_file
+from clbench.leaderboard import submission
+from clbench.leaderboard.submission import submit, validate_all, validate_file
+from clbench.reporting.report import load_runs
 
 
 @pytest.fixture

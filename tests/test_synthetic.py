@@ -1,4 +1,5 @@
-"""The generated data of clbench.synthetic and the offline task and sequence files built on it."""
+"""The generated data of clbench.data.synthetic and the offline task and sequence files built on
+it."""
 
 import hashlib
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clbench.synthetic import GENERATORS
+from clbench.data.synthetic import GENERATORS
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 FAMILY = {
@@ -89,7 +90,7 @@ def test_records_do_not_depend_on_the_hash_seed():
     """Nothing may hang on set or dict order of strings, which changes between processes."""
     cases = [(case[0], _args(case)) for case in CASES]
     code = (
-        "import json, hashlib; from clbench.synthetic import GENERATORS\n"
+        "import json, hashlib; from clbench.data.synthetic import GENERATORS\n"
         f"blob = json.dumps([GENERATORS[n](**a) for n, a in {cases!r}], sort_keys=True)\n"
         "print(hashlib.sha256(blob.encode()).hexdigest())"
     )
@@ -309,7 +310,7 @@ def test_offline_task_files_generate_their_data(path):
 
 @pytest.mark.parametrize("path", OFFLINE_TASKS, ids=lambda p: p.stem)
 def test_offline_tasks_load_through_the_task_class(path):
-    from clbench.task import Task
+    from clbench.data.task import Task
 
     data = Task.from_yaml(path).load()
     assert data.train and data.test

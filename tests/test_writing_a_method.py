@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clbench.cli import main
-from clbench.method import Stage, Step, create_method
-from clbench.registry import load_task
-from clbench.results import load_results
+from clbench.data.registry import load_task
+from clbench.methods import Stage, Step, create_method
+from clbench.results.io import load_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

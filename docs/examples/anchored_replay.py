@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clbench.method import Method, Stage, Step
-from clbench.task import Example
+from clbench.data.task import Example
+from clbench.methods import Method, Stage, Step
 
 
 class AnchoredReplay(Method):

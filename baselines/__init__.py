@@ -1,1 +1,0 @@
-"""The continual-learning methods that ship with clbench (see docs/ for how to add one)."""

@@ -1,0 +1,1 @@
+"""Leaderboard submissions, their validation, and the built README and site."""

@@ -1,0 +1,219 @@
+"""The leaderboard: a Markdown table per sequence and a static site, built from submissions.
+
+    leaderboard/submissions/...   the input (clbench.leaderboard.submission)
+    leaderboard/README.md         one table per sequence, sorted by AA: mean ± std and n
+    leaderboard/site/             index.html, app.js, style.css: works from the file system
+
+The output depends only on the submissions (no dates), so CI can rebuild and compare.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clbench import __version__
+from clbench.errors import ClbenchError
+from clbench.leaderboard.submission import Checked, validate_all
+from clbench.metrics import METRIC_KEYS, METRIC_NAMES
+from clbench.reporting.report import aggregate, run_row
+from clbench.results.io import write_text
+
+SITE_ASSETS = ("app.js", "style.css")
+DATA_PLACEHOLDER = "__CLBENCH_DATA__"
+# Column order of the tables; `higher_is_better` is False only for forgetting.
+COLUMNS = ("aa", "aia", "fgt", "bwt", "fwt", "fwd")
+
+
+def build(root: Path, data_dir: str | None = None, check: bool = False) -> list[Path]:
+    """Validate every submission, then write (or, with `check`, compare) README.md and site/.
+
+    Raises if any submission is invalid: a leaderboard is never built from a partial set.
+    """
+    entries = leaderboard_entries(root, data_dir)
+    files = {root / "README.md": readme(entries)}
+    files |= {root / "site" / name: text for name, text in site_files(site_data(entries)).items()}
+    if check:
+        stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+        if stale:
+            names = ", ".join(str(p) for p in stale)
+            raise ClbenchError(f"out of date: {names}; run `clbench leaderboard build`")
+        return list(files)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
+    return list(files)
+
+
+def leaderboard_entries(root: Path, data_dir: str | None = None) -> list[dict[str, Any]]:
+    """One entry per valid submission, by sequence then AA (best first)."""
+    checked = validate_all(root, data_dir)
+    errors = [error for result in checked for error in result.errors]
+    if errors:
+        raise ClbenchError("invalid submissions:\n  " + "\n  ".join(errors))
+    entries = [_entry(result, root) for result in checked]
+    return sorted(entries, key=lambda e: (e["sequence"], -_mean(e, "aa"), e["name"], e["model"]))
+
+
+def _mean(entry: dict[str, Any], key: str) -> float:
+    value = entry["metrics"][key]
+    return -math.inf if value is None else value["mean"]
+
+
+def _entry(checked: Checked, root: Path) -> dict[str, Any]:
+    sub = checked.submission
+    runs = sub["runs"]
+    frame = pd.DataFrame([run_row(run, checked.path) for run in runs])
+    frame["order"] = frame["order"].astype("Int64")
+    stats = aggregate(frame, METRIC_KEYS, average_orders=True).set_index("metric")
+    first = runs[0]
+    return {
+        "id": checked.path.relative_to(root / "submissions").with_suffix("").as_posix(),
+        "name": sub["name"],
+        "method": sub["method"],
+        "model": sub["model"],
+        "sequence": sub["sequence"],
+        "families": sorted({t["family"] for run in runs for t in run["sequence"]["tasks"]}),
+        "orders": sorted({int(o) for o in frame["order"].dropna()}),
+        "n": len(runs),
+        "seeds": sorted({run["seed"] for run in runs}),
+        "metrics": {key: _stat(stats.loc[key]) for key in METRIC_KEYS},
+        "flags": sub["flags"],
+        "uses_task_id": bool(first["method"].get("uses_task_id")),
+        "extra_memory": first["method"].get("extra_memory"),
+        "paper": sub.get("paper"),
+        "code": sub.get("code"),
+        "submission": checked.path.relative_to(root).as_posix(),
+        "details": {
+            "hyper-parameters": first["method"]["hyperparameters"],
+            "budget": first["budget"],
+            "model source": first["model"].get("source"),
+            "peft": first["model"].get("peft"),
+            "clbench version": ", ".join(sorted({str(r.get("clbench_version")) for r in runs})),
+        },
+        "matrices": _matrices(runs),
+    }
+
+
+def _stat(row: pd.Series) -> dict[str, float | int] | None:
+    if row["n"] == 0:  # undefined for every run (FWD without single-task references)
+        return None
+    std = None if math.isnan(row["std"]) else float(row["std"])
+    return {"mean": float(row["mean"]), "std": std, "n": int(row["n"])}
+
+
+def _matrices(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mean matrix of each task order."""
+    by_sequence: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_sequence.setdefault(run["sequence"]["name"], []).append(run)
+    matrices = []
+    for name, members in sorted(by_sequence.items()):
+        tasks = [t["name"] for t in members[0]["sequence"]["tasks"]]
+        mean = np.mean([run["matrix"] for run in members], axis=0)
+        matrices.append(
+            {
+                "sequence": name,
+                "tasks": tasks,
+                "rows": ["before training", *(f"after {task}" for task in tasks)],
+                "mean": mean.round(6).tolist(),
+                "n": len(members),
+            }
+        )
+    return matrices
+
+
+# ---- README.md --------------------------------------------------------------------------------
+
+
+def readme(entries: list[dict[str, Any]]) -> str:
+    """One Markdown table per sequence; every submitted string is HTML-escaped."""
+    parts = [
+        "# Leaderboard\n",
+        "Generated by `clbench leaderboard build` from `submissions/`; do not edit by hand. "
+        "Metrics are percentages, mean ± std over the n runs (seeds x task orders) of an entry. "
+        "Flags: fewer than 3 seeds, task identity used at inference, extra memory. "
+        "The web version is `site/index.html`. How to submit: `docs/leaderboard.md`.\n",
+    ]
+    for sequence in sorted({e["sequence"] for e in entries}):
+        rows = [e for e in entries if e["sequence"] == sequence]
+        table = pd.DataFrame(
+            [
+                {
+                    "rank": rank,
+                    "name": _md(e["name"]),
+                    "model": _md(e["model"]),
+                    **{key.upper(): _cell(e["metrics"][key]) for key in COLUMNS},
+                    "n": e["n"],
+                    "flags": _md("; ".join(e["flags"])) or "",
+                }
+                for rank, e in enumerate(rows, 1)
+            ]
+        )
+        parts.append(f"## {_md(sequence)}\n\n{table.to_markdown(index=False)}\n")
+    if not entries:
+        parts.append("No submissions yet.\n")
+    return "\n".join(parts)
+
+
+def _md(text: str) -> str:
+    return html.escape(text).replace("|", "&#124;")
+
+
+def _cell(stat: dict[str, Any] | None) -> str:
+    if stat is None:
+        return "n/a"
+    mean = f"{100 * stat['mean']:.1f}"
+    return mean if stat["std"] is None else f"{mean} ± {100 * stat['std']:.1f}"
+
+
+# ---- the site ---------------------------------------------------------------------------------
+
+
+def site_data(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the page shows: the entries and the metric columns."""
+    return {
+        "title": "clbench leaderboard",
+        "clbench_version": __version__,
+        "metrics": [
+            {
+                "key": key,
+                "short": key.upper(),
+                "name": METRIC_NAMES[key],
+                "higher_is_better": key != "fgt",
+            }
+            for key in COLUMNS
+        ],
+        "entries": entries,
+    }
+
+
+def site_files(data: dict[str, Any]) -> dict[str, str]:
+    """index.html with `data` embedded as JSON, plus its script and style sheet.
+
+    The page reads the data from a `<script type="application/json">` element, so it works
+    from the file system (browsers refuse fetch() of file:// URLs) with no network.
+    """
+    assets = resources.files("clbench.leaderboard") / "site"
+    files = {name: (assets / name).read_text(encoding="utf-8") for name in SITE_ASSETS}
+    # Escaped so that no string in the data can close the script element or open a comment.
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    template = (assets / "index.html").read_text(encoding="utf-8")
+    files["index.html"] = template.replace(DATA_PLACEHOLDER, text)
+    return files
+
+
+def write_site(data: dict[str, Any], out_dir: Path) -> Path:
+    """Write the site of `data` into `out_dir`; returns its index.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in site_files(data).items():
+        write_text(out_dir / name, text)
+    return out_dir / "index.html"

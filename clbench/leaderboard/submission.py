@@ -1,0 +1,455 @@
+"""Leaderboard submissions: one JSON file per (sequence, method, model) holding every run.
+
+    leaderboard/submissions/<sequence>/<name>__<model>.json
+    {"submission_version": 1, "name", "sequence", "method", "model", "paper", "code",
+     "flags": [...], "runs": [<results.json>, ...]}
+
+`<sequence>` is the sequence group: the runs of `standard-cl-order1..3` share one file. The
+validator trusts nothing in a file: it re-derives every metric from the matrix and every data
+fingerprint from the registered task, and its errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clbench import metrics
+from clbench.data import registry
+from clbench.errors import ClbenchError
+from clbench.reporting.report import comparable_groups, results_paths, run_row
+from clbench.results.io import SCHEMA_VERSION, load_results_file, to_json_value, write_json
+
+SUBMISSION_VERSION = 1
+MAX_BYTES = 5_000_000  # a 3-order x 5-seed submission of a 20-task sequence is ~2 MB
+MIN_SEEDS = 3
+TOLERANCE = 1e-9  # metrics are recomputed in float64 from the same numbers
+PICKLE_MAGIC = (b"\x80", b"(dp", b"(lp", b"ccopy_reg")  # protocol 2+ and protocol 0 openings
+URL = re.compile(r"https?://[^\s<>\"']+\Z", re.IGNORECASE)
+REQUIRED_BUDGET = ("batch_size", "lr", "lr_scheduler", "max_length")
+# Where a run was written and read its data and probes on the submitter's machine: not published.
+PRIVATE_CONFIG = ("output", "data_dir", "probe_include")
+PEFT_NAMES = {"lora": "LoRA"}
+
+
+@dataclass
+class Checked:
+    """The outcome of validating one submission file."""
+
+    path: Path
+    errors: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    submission: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def read_submission(path: Path) -> dict[str, Any]:
+    """The parsed file, after the checks that must come before parsing (size, pickle, JSON)."""
+    if not path.is_file():
+        raise ClbenchError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ClbenchError(f"{path}: {size} bytes, over the {MAX_BYTES}-byte limit")
+    raw = path.read_bytes()
+    if raw.lstrip().startswith(PICKLE_MAGIC):
+        raise ClbenchError(f"{path}: a Python pickle, not JSON; submissions are JSON only")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ClbenchError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise ClbenchError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
+    except (ValueError, RecursionError) as err:
+        raise ClbenchError(f"{path}: malformed JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ClbenchError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def validate_file(path: Path, data_dir: str | None = None) -> Checked:
+    """Every check of one submission file; never raises for bad content."""
+    checked = Checked(path)
+    try:
+        submission = read_submission(path)
+    except ClbenchError as err:
+        checked.errors.append(str(err))
+        return checked
+    validator = _Validator(data_dir)
+    checked.errors = [f"{path}: {problem}" for problem in validator.submission(submission)]
+    if checked.ok:
+        checked.submission = submission
+        checked.flags = flags(submission["runs"])
+    return checked
+
+
+def flags(runs: list[dict[str, Any]]) -> list[str]:
+    """What a reader must know to judge a comparison: few seeds, task identity, extra memory."""
+    found = []
+    seeds = Counter(run["sequence"]["name"] for run in runs)
+    for sequence, n in sorted(seeds.items()):
+        if n < MIN_SEEDS:
+            found.append(f"fewer than {MIN_SEEDS} seeds ({n} on {sequence})")
+    method = runs[0]["method"]
+    if method.get("uses_task_id"):
+        found.append("uses the task id at inference")
+    if method.get("extra_memory"):
+        found.append(f"extra memory: {method['extra_memory']}")
+    return found
+
+
+class _Validator:
+    """Collects problems as `field: why` strings; task data is loaded once per budget."""
+
+    def __init__(self, data_dir: str | None) -> None:
+        self.data_dir = data_dir
+        self.fingerprints: dict[tuple, dict[str, str] | str] = {}
+
+    def submission(self, sub: dict[str, Any]) -> list[str]:
+        problems = []
+        if sub.get("submission_version") != SUBMISSION_VERSION:
+            problems.append(
+                f"field 'submission_version' is {sub.get('submission_version')!r}; "
+                f"this clbench reads version {SUBMISSION_VERSION}"
+            )
+        for key in ("name", "sequence", "method", "model"):
+            value = sub.get(key)
+            if not isinstance(value, str) or not value.strip() or len(value) > 200:
+                problems.append(f"field {key!r} must be a non-empty string of at most 200 chars")
+        for key in ("paper", "code"):
+            value = sub.get(key)
+            if value is not None and not (isinstance(value, str) and URL.match(value)):
+                problems.append(f"field {key!r} is {value!r}; expected an http(s) URL or null")
+        runs = sub.get("runs")
+        if not isinstance(runs, list) or not runs:
+            return [*problems, "field 'runs' must be a non-empty list of results"]
+        if problems:
+            return problems
+        for i, run in enumerate(runs):
+            problems += [f"runs[{i}].{p}" for p in self.run(run, sub)]
+        if problems:
+            return problems
+        return self.together(runs)
+
+    def run(self, run: Any, sub: dict[str, Any]) -> list[str]:
+        """One results.json: its schema, its data and its numbers."""
+        if not isinstance(run, dict):
+            return [f"must be a results object, got {type(run).__name__}"]
+        if run.get("schema_version") != SCHEMA_VERSION:
+            return [
+                f"schema_version is {run.get('schema_version')!r}; "
+                f"this clbench reads version {SCHEMA_VERSION}"
+            ]
+        problems = []
+        for path, kind in [
+            ("run_id", str),
+            ("seed", int),
+            ("sequence", dict),
+            ("sequence.name", str),
+            ("sequence.tasks", list),
+            ("method", dict),
+            ("method.name", str),
+            ("method.hyperparameters", dict),
+            ("model", dict),
+            ("model.name", str),
+            ("budget", dict),
+            ("metrics", dict),
+            ("matrix", list),
+        ]:
+            value = _get(run, path)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                problems.append(f"{path} is {_show(value)}; expected {_KINDS[kind]}")
+        if problems:
+            return problems
+        for key, expected in [("method.name", "method"), ("model.name", "model")]:
+            if _get(run, key) != sub[expected]:
+                problems.append(f"{key} is {_get(run, key)!r}, not the submission's {expected}")
+        budget = run["budget"]
+        if "steps_per_task" not in budget and "epochs" not in budget:
+            problems.append("budget has neither 'steps_per_task' nor 'epochs'")
+        problems += [f"budget.{key} is missing" for key in REQUIRED_BUDGET if key not in budget]
+        for key in ("max_train_examples", "max_test_examples"):
+            value = budget.get(key)
+            if value is not None and (type(value) is not int or value < 1):
+                problems.append(f"budget.{key} is {_show(value)}; expected an integer >= 1 or null")
+        if problems:
+            return problems
+        return self.sequence(run, sub) or self.numbers(run)
+
+    def sequence(self, run: dict[str, Any], sub: dict[str, Any]) -> list[str]:
+        """The sequence is registered, in the submission's group, and on the registered data."""
+        name = run["sequence"]["name"]
+        known = registry.sequence_names()
+        if name not in known:
+            return [f"sequence.name: unknown sequence {name!r}"]
+        group = re.sub(r"-order\d+\Z", "", name)
+        if group != sub["sequence"]:
+            return [f"sequence.name {name!r} is not in the submission's {sub['sequence']!r}"]
+        expected = registry.load_sequence(name).tasks
+        tasks = run["sequence"]["tasks"]
+        names = [t.get("name") if isinstance(t, dict) else None for t in tasks]
+        if names != list(expected):
+            return [f"sequence.tasks are {names}; {name} is registered as {list(expected)}"]
+        problems = []
+        for j, task in enumerate(tasks):
+            problems += [f"sequence.tasks[{j}].{p}" for p in self.task(task, run["budget"])]
+        return problems
+
+    def task(self, recorded: dict[str, Any], budget: dict[str, Any]) -> list[str]:
+        task = registry.load_task(recorded["name"])
+        problems = [
+            f"{key} is {recorded.get(key)!r}; task {task.name} has {key} {want!r}"
+            for key, want in [("family", task.family), ("metric", task.metric)]
+            if recorded.get(key) != want
+        ]
+        limits = (budget.get("max_train_examples"), budget.get("max_test_examples"))
+        key = (task.name, *map(repr, limits))
+        if key not in self.fingerprints:
+            try:
+                data = task.load(self.data_dir, *limits)
+                self.fingerprints[key] = {
+                    "fingerprint": data.fingerprints["test"],
+                    "train_fingerprint": data.fingerprints["train"],
+                }
+            except ClbenchError as err:
+                self.fingerprints[key] = f"cannot check the data fingerprints: {err}"
+        registered = self.fingerprints[key]
+        if isinstance(registered, str):
+            return [*problems, registered]
+        for field_name, want in registered.items():
+            if recorded.get(field_name) != want:
+                problems.append(
+                    f"{field_name} {recorded.get(field_name)!r} does not match the registered "
+                    f"data of {task.name} ({want}): the results are not on the same examples"
+                )
+        return problems
+
+    def numbers(self, run: dict[str, Any]) -> list[str]:
+        """Matrix shape and range, then every metric recomputed from it."""
+        n = len(run["sequence"]["tasks"])
+        matrix = run["matrix"]
+        if len(matrix) != n + 1 or any(not isinstance(r, list) or len(r) != n for r in matrix):
+            shape = [len(r) if isinstance(r, list) else _show(r) for r in matrix]
+            return [f"matrix must be {n + 1} x {n} (T+1 rows of T tasks); row lengths {shape}"]
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                if not _fraction(value):
+                    return [f"matrix[{i}][{j}] is {_show(value)}; expected a number in [0, 1]"]
+        single = run.get("single_task")
+        if single is not None and not (
+            isinstance(single, list) and len(single) == n and all(map(_fraction, single))
+        ):
+            return [f"single_task must be null or {n} numbers in [0, 1]"]
+        recomputed = metrics.compute(matrix, single)
+        problems = []
+        for key in metrics.METRIC_KEYS:
+            claimed, value = run["metrics"].get(key, "missing"), recomputed[key]
+            expected = None if math.isnan(value) else value
+            if not _same(claimed, expected):
+                problems.append(
+                    f"metrics.{key} is {_show(claimed)} but the matrix gives {_show(expected)}"
+                )
+        return problems + self.probes(run)
+
+    def probes(self, run: dict[str, Any]) -> list[str]:
+        """The probe block, if any: a row per matrix row, and general forgetting recomputed."""
+        block = run.get("probes")
+        if block is None:
+            return []
+        names = block.get("names") if isinstance(block, dict) else None
+        if not isinstance(names, list) or not names:
+            return ["probes must be null or an object with a non-empty list 'names'"]
+        rows, width, matrix = len(run["matrix"]), len(names), block.get("matrix")
+        if not isinstance(matrix, list) or len(matrix) != rows:
+            return [f"probes.matrix must have {rows} rows, one per row of the matrix"]
+        for i, row in enumerate(matrix):
+            if not isinstance(row, list) or len(row) != width:
+                return [f"probes.matrix[{i}] must have {width} values, one per probe"]
+            for j, value in enumerate(row):
+                if not _number(value):
+                    return [f"probes.matrix[{i}][{j}] is {_show(value)}; expected a number"]
+        expected = metrics.general_forgetting(matrix)
+        claimed = block.get("general_forgetting")
+        if not isinstance(claimed, list) or len(claimed) != width:
+            return [f"probes.general_forgetting is {_show(claimed)}; expected {width} numbers"]
+        if not all(map(_same, claimed, expected)):
+            return [
+                f"probes.general_forgetting is {_show(claimed)} but probes.matrix gives "
+                f"{_show(expected)}"
+            ]
+        return []
+
+    def together(self, runs: list[dict[str, Any]]) -> list[str]:
+        """The runs of one submission are distinct and may be averaged together."""
+        seen = Counter((run["sequence"]["name"], run["seed"]) for run in runs)
+        twice = [f"{s} seed {k}" for (s, k), n in seen.items() if n > 1]
+        if twice:
+            return [f"runs: more than one run of {', '.join(twice)}"]
+        frame = pd.DataFrame([run_row(run, Path(f"runs[{i}]")) for i, run in enumerate(runs)])
+        frame["order"] = frame["order"].astype("Int64")
+        grouped, notes = comparable_groups(frame, average_orders=True)
+        if grouped["variant"].max() > 1:
+            return [f"runs: {notes[0]}; submit each variant under its own --name"]
+        return []
+
+
+_KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+
+
+def _get(value: Any, path: str) -> Any:
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fraction(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _same(claimed: Any, expected: float | None) -> bool:
+    if expected is None or claimed is None:
+        return claimed is None and expected is None
+    if not isinstance(claimed, numbers.Real) or isinstance(claimed, bool):
+        return False
+    return abs(claimed - expected) <= TOLERANCE
+
+
+# ---- writing submissions ----------------------------------------------------------------------
+
+
+def submission_path(root: Path, submission: dict[str, Any]) -> Path:
+    """`<root>/submissions/<sequence>/<name>__<model>.json`, in file-name-safe characters."""
+    return (
+        root
+        / "submissions"
+        / _slug(submission["sequence"])
+        / f"{_slug(submission['name'])}__{_slug(submission['model'])}.json"
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unnamed"
+
+
+def default_name(run: dict[str, Any]) -> str:
+    peft = (run.get("model") or {}).get("peft")
+    kind = peft.get("type") if isinstance(peft, dict) else None
+    return run["method"]["name"] + (f" + {PEFT_NAMES.get(kind, kind)}" if kind else "")
+
+
+def submit(
+    runs: list[str],
+    root: Path,
+    name: str | None = None,
+    paper: str | None = None,
+    code: str | None = None,
+    data_dir: str | None = None,
+    replace: bool = False,
+) -> list[Path]:
+    """Validate the runs and write one submission per (sequence, method, model) variant.
+
+    Nothing is written unless every submission passes.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for path in results_paths(runs):
+        for run in load_results_file(path):
+            if not isinstance(run.get("sequence"), dict) or not isinstance(run.get("model"), dict):
+                raise ClbenchError(f"{path}: not a clbench results file (no sequence or model)")
+            group = re.sub(r"-order\d+\Z", "", str(run["sequence"].get("name")))
+            label = name or default_name(run)
+            groups.setdefault((group, label, str(run["model"].get("name"))), []).append(run)
+    pending = []
+    for (group, label, model), members in groups.items():
+        submission = {
+            "submission_version": SUBMISSION_VERSION,
+            "name": label,
+            "sequence": group,
+            "method": members[0]["method"]["name"],
+            "model": model,
+            "paper": paper,
+            "code": code,
+            "runs": sorted(
+                (_published(run) for run in members),
+                key=lambda r: (r["sequence"]["name"], r["seed"]),
+            ),
+        }
+        target = submission_path(root, submission)
+        problems = _Validator(data_dir).submission(to_json_value(submission))
+        if problems:
+            raise ClbenchError(
+                f"not submitted ({label} on {group} with {model}):\n  " + "\n  ".join(problems)
+            )
+        if target.exists() and not replace:
+            raise ClbenchError(f"{target} exists; pass --replace to overwrite it")
+        submission["flags"] = flags(submission["runs"])
+        pending.append((target, submission))
+    for target, submission in pending:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, submission)
+    return [target for target, _ in pending]
+
+
+def _published(run: dict[str, Any]) -> dict[str, Any]:
+    config = run.get("config")
+    if isinstance(config, dict):
+        run = {**run, "config": {k: v for k, v in config.items() if k not in PRIVATE_CONFIG}}
+    return run
+
+
+def validate_all(root: Path, data_dir: str | None = None) -> list[Checked]:
+    """Every file under `<root>/submissions/`; anything that is not a .json file is an error."""
+    folder = root / "submissions"
+    if not folder.is_dir():
+        raise ClbenchError(f"no submissions folder at {folder}")
+    checked = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix != ".json":
+            checked.append(Checked(path, [f"{path}: not a .json file; submissions are JSON only"]))
+            continue
+        result = validate_file(path, data_dir)
+        if result.ok:
+            result.errors += _placement(path, root, result.submission)
+        checked.append(result)
+    return checked
+
+
+def _placement(path: Path, root: Path, submission: dict[str, Any]) -> list[str]:
+    expected = submission_path(root, submission)
+    if path.resolve() != expected.resolve():
+        return [f"{path}: should be at {expected.relative_to(root)} (its sequence, name, model)"]
+    wanted = flags(submission["runs"])
+    if submission.get("flags") != wanted:
+        return [f"{path}: field 'flags' is {submission.get('flags')!r}; expected {wanted!r}"]
+    return []

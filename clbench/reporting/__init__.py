@@ -1,0 +1,1 @@
+"""Reading results files: tables with statistics, figures, lm-eval export."""

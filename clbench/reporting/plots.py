@@ -1,0 +1,488 @@
+"""Paper figures made from results files only (never from a live run).
+
+Each plot function returns a matplotlib Figure, so it can be restyled before `save` writes it.
+Several runs of one method (seeds) are averaged; bands and error bars are 95% t intervals over
+them. `save` removes dates from PDF and SVG files, so the same runs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, rc_context
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats
+
+from clbench.errors import ClbenchError, unknown_name
+from clbench.reporting.report import comparable_groups, results_paths, run_row
+from clbench.results.io import load_results_file
+
+Run = dict[str, Any]
+
+KINDS = ("heatmap", "curves", "stages", "bars", "general")
+WIDTHS = {"single": 3.5, "double": 7.0}  # inches: one or both columns of a two-column paper
+FORMATS = (".pdf", ".png", ".svg")
+# Okabe & Ito (2008), colour-blind safe; yellow, faint on white, comes last.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+DASHES = ("-", "--", ":", "-.")  # past 8 lines the colours repeat with another dash
+HATCHES = ("", "///", "...", "xxx")  # the same for bars
+BAR_METRICS = {"aa": "AA ↑", "fgt": "FGT ↓", "bwt": "BWT ↑", "fwd": "FWD ↑", "fwt": "FWT ↑"}
+STAGE_CURVES = {"aa_k": "AA$_k$", "aia_k": "AIA$_k$"}
+STYLE = {  # sizes are at print size: figures are made at the width they are printed
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+    "mathtext.default": "regular",
+}
+SAVE_STYLE = {
+    "svg.hashsalt": "clbench",  # fixed ids instead of random ones
+    "pdf.fonttype": 42,  # TrueType: text stays text in the PDF, as journals ask
+}
+METADATA = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}, ".png": {}}
+ANNOTATION_PT = 7
+CHAR_PT = 0.6 * ANNOTATION_PT  # rough width of one character at 7 pt, to plan space
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """The results of run folders, results files and globs, as `clbench report` reads them."""
+    return [results for path in results_paths(paths) for results in load_results_file(path)]
+
+
+def plot(runs: Sequence[Run], kind: str, width: str = "single") -> Figure:
+    """The figure of one kind (see KINDS) for these runs."""
+    if kind not in KINDS:
+        raise unknown_name("plot kind", kind, KINDS)
+    kinds = {"heatmap": heatmap, "curves": curves, "stages": stages, "bars": bars}
+    return (kinds | {"general": general})[kind](runs, width)
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as PDF, PNG or SVG (by suffix); PDF and SVG bytes carry no date."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ClbenchError(f"{path}: unknown figure format {suffix!r}; use {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rc_context(SAVE_STYLE):
+        fig.savefig(path, format=suffix[1:], dpi=300, metadata=METADATA[suffix])
+    return path
+
+
+def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
+    """The annotated (T+1) x T matrix in percent (the mean matrix for several runs of one
+    method); row 0 is the model before training, grey cells are missing."""
+    runs = [runs] if isinstance(runs, dict) else list(runs)
+    tasks = _tasks(runs)
+    groups = _by_method(runs)
+    if len(groups) > 1:
+        raise ClbenchError(
+            f"a heatmap shows one method; these runs have {len(groups)} ({', '.join(groups)}): "
+            "give the runs of one method, or plot curves, stages or bars"
+        )
+    [(method, group)] = groups.items()
+    matrix = _mean_ci(np.stack([_matrix(run, len(tasks)) for run in group]) * 100)[0]
+    longest = max(map(len, [*tasks, "before training"]))
+    with rc_context(STYLE):
+        fig = Figure(
+            figsize=(_inches(width), 1.0 + 0.22 * (len(tasks) + 1) + CHAR_PT * longest / 72),
+            layout="constrained",
+        )
+        ax = fig.add_subplot()
+        image = ax.imshow(
+            matrix, cmap=colormaps["viridis"].with_extremes(bad="0.85"), vmin=0, vmax=100
+        )
+        ax.set_aspect("auto")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(tasks) + 1), ["before training", *tasks])
+        ax.tick_params(length=0)
+        ax.spines[:].set_visible(False)
+        ax.axhline(0.5, color="white", linewidth=1.5)  # the base model above, the stages below
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training on")
+        ax.set_title(f"{method} on {_field(group[0], 'sequence', 'name')}\n{_describe(group)}")
+        fig.colorbar(image, ax=ax, label="score (%)", pad=0.02, fraction=0.06)
+        _annotate(fig, ax, matrix)
+    return fig
+
+
+def _annotate(fig: Figure, ax: Axes, matrix: np.ndarray) -> None:
+    """Print each cell's value at 7 pt, with one decimal, none, or (too narrow) not at all;
+    stand the task names upright when cells are too narrow for them at 45 degrees."""
+    fig.draw_without_rendering()  # lays the figure out, so the cell width is known
+    cell_pt = ax.get_window_extent().width / fig.dpi * 72 / matrix.shape[1]
+    if cell_pt < 2 * ANNOTATION_PT:
+        ax.tick_params(axis="x", labelrotation=90)
+    if cell_pt < 4 * CHAR_PT:  # room for "100" and a margin
+        ax.set_xlabel("evaluated task (too narrow for values)")
+        return
+    decimals = 1 if cell_pt >= 6 * CHAR_PT else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        text = "–" if np.isnan(value) else f"{value:.{decimals}f}"
+        dark = np.isnan(value) or value > 60  # viridis is light above about 60
+        ax.text(
+            j,
+            i,
+            text,
+            ha="center",
+            va="center",
+            fontsize=ANNOTATION_PT,
+            color="black" if dark else "white",
+        )
+
+
+def curves(runs: Sequence[Run], width: str = "single") -> Figure:
+    """Each task's score after every stage 0..T, one line per task and one panel per method;
+    a marker where the task was trained; with several runs, the mean and its 95% CI band."""
+    runs = list(runs)
+    tasks = _tasks(runs)
+    groups = _by_method(runs)
+    stage = np.arange(len(tasks) + 1)
+    with rc_context(STYLE):
+        fig, panels = _panels(len(groups), width, legend_entries=tasks, height=1.8)
+        for ax, (method, group) in zip(panels, groups.items(), strict=True):
+            mean, half = _mean_ci(np.stack([_matrix(run, len(tasks)) for run in group]) * 100)
+            for j, task in enumerate(tasks):
+                color, dash = _look(j)
+                ax.plot(
+                    stage,
+                    mean[:, j],
+                    color=color,
+                    linestyle=dash,
+                    label=task,
+                    marker="o",
+                    markevery=[j + 1],
+                )
+                alone = _isolated(mean[:, j])  # a line cannot show a value between gaps
+                ax.plot(stage[alone], mean[alone, j], ".", color=color)
+                if len(group) > 1:
+                    _band(ax, stage, mean[:, j], half[:, j], color)
+            ax.set_title(f"{method} · {_describe(group)}")
+            ax.set_xticks(_ticks(stage))
+        _label(panels, "stage (0 = before training)", "score (%)")
+        _legend(fig, panels[0], "task (● = trained at this stage)")
+    return fig
+
+
+def stages(runs: Sequence[Run], width: str = "single") -> Figure:
+    """AA_k and AIA_k after each stage k, one line per method; CI bands over several runs."""
+    runs = list(runs)
+    tasks = _tasks(runs)
+    groups = _by_method(runs)
+    k = np.arange(1, len(tasks) + 1)
+    labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
+    with rc_context(STYLE):
+        fig, panels = _panels(2, width, legend_entries=labels, columns=2)
+        for ax, (key, name) in zip(panels, STAGE_CURVES.items(), strict=True):
+            _method_lines(ax, k, labels, groups, lambda run, key=key: _curve(run, key, len(tasks)))
+            ax.set_title(name)
+            ax.set_xticks(_ticks(k))
+        _label(panels, "tasks learned k", "score (%)")
+        _legend(fig, panels[0], "method")
+    return fig
+
+
+def general(runs: Sequence[Run], width: str = "single") -> Figure:
+    """Each general-ability probe's score after every stage 0..T (`--probes`), one panel per
+    probe and one line per method; CI bands over several runs."""
+    runs = list(runs)
+    tasks = _tasks(runs)
+    probes = _probes(runs)
+    groups = _by_method(runs)
+    stage = np.arange(len(tasks) + 1)
+    labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
+    shape = (len(tasks) + 1, len(probes))
+    with rc_context(STYLE):
+        fig, panels = _panels(len(probes), width, legend_entries=labels)
+        for j, (ax, probe) in enumerate(zip(panels, probes, strict=True)):
+
+            def column(run: Run, j: int = j) -> np.ndarray:
+                matrix = _field(run, "probes", "matrix")
+                return _numbers(run, matrix, shape, "probes.matrix")[:, j]
+
+            _method_lines(ax, stage, labels, groups, column)
+            ax.set_title(probe)
+            ax.set_xticks(_ticks(stage))
+        _label(panels, "stage (0 = before training)", "probe score (×100)")
+        _legend(fig, panels[0], "method")
+    return fig
+
+
+def _method_lines(
+    ax: Axes,
+    x: np.ndarray,
+    labels: list[str],
+    groups: dict[str, list[Run]],
+    values: Callable[[Run], np.ndarray],
+) -> None:
+    """One line per method: the mean of `values` over its runs, in percent, with a CI band."""
+    for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
+        mean, half = _mean_ci(np.stack([values(run) for run in group]) * 100)
+        color, dash = _look(i)
+        ax.plot(x, mean, color=color, linestyle=dash, marker="o", label=label)
+        if len(group) > 1:
+            _band(ax, x, mean, half, color)
+
+
+def bars(runs: Sequence[Run], width: str = "single") -> Figure:
+    """AA, FGT, BWT, FWD and FWT per method (grouped bars) with 95% CI error bars over runs;
+    undefined (null) metrics are marked n/a, never drawn as 0."""
+    runs = list(runs)
+    _tasks(runs)
+    groups = _by_method(runs)
+    labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
+    x = np.arange(len(BAR_METRICS))
+    bar = 0.8 / len(groups)
+    means = []
+    with rc_context(STYLE):
+        fig, [ax] = _panels(1, width, legend_entries=labels, height=1.9)
+        for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
+            values = np.array([[_metric(run, key) for key in BAR_METRICS] for run in group])
+            mean, half = _mean_ci(values * 100)
+            means.append(mean)
+            where = x - 0.4 + bar * (i + 0.5)
+            shown = ~np.isnan(mean)
+            color, _ = _look(i)
+            ax.bar(
+                where[shown],
+                mean[shown],
+                bar,
+                color=color,
+                label=label,
+                hatch=HATCHES[i // len(PALETTE) % len(HATCHES)],
+                edgecolor="white",
+                linewidth=0.3,
+                yerr=half[shown] if len(group) > 1 else None,
+                capsize=1.5,
+                error_kw={"elinewidth": 0.8, "capthick": 0.8},
+            )
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_xticks(x, list(BAR_METRICS.values()))
+        ax.set_ylabel("value (%)")
+        missing = np.isnan(np.array(means))  # methods x metrics
+        if missing.any():
+            _mark_missing(ax, missing, x, bar)
+            ax.set_xlabel(_missing_note(missing, list(groups)), fontsize=ANNOTATION_PT)
+        _legend(fig, ax, "method")
+    return fig
+
+
+def _mark_missing(ax: Axes, missing: np.ndarray, x: np.ndarray, bar: float) -> None:
+    """'n/a' where a bar would be: once per metric if no method has it, else per bar."""
+    for m, column in enumerate(missing.T):
+        if column.all():
+            spots, rotation = [x[m]], 0
+        else:
+            spots, rotation = x[m] - 0.4 + bar * (np.flatnonzero(column) + 0.5), 90
+        for spot in spots:
+            ax.text(
+                spot,
+                0,
+                "n/a",
+                rotation=rotation,
+                ha="center",
+                va="bottom",
+                fontsize=ANNOTATION_PT,
+                color="0.35",
+            )
+
+
+def _missing_note(missing: np.ndarray, methods: list[str]) -> str:
+    parts = [
+        f"{key.upper()} ({'all methods' if column.all() else ', '.join(np.array(methods)[column])})"
+        for key, column in zip(BAR_METRICS, missing.T, strict=True)
+        if column.any()
+    ]
+    return "n/a: undefined (null): " + "; ".join(parts)
+
+
+# ---- reading runs ----------------------------------------------------------------------------
+
+
+def _field(run: Run, *keys: str) -> Any:
+    value: Any = run
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            raise ClbenchError(f"run {run.get('run_id', '?')}: results have no {'.'.join(keys)}")
+        value = value[key]
+    return value
+
+
+def _tasks(runs: Sequence[Run]) -> list[str]:
+    """The task names all runs share; a ClbenchError naming the runs if they differ."""
+    if not runs:
+        raise ClbenchError("no runs to plot")
+    sequences: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for run in runs:
+        tasks = tuple(task["name"] for task in _field(run, "sequence", "tasks"))
+        key = (_field(run, "sequence", "name"), tasks)
+        sequences.setdefault(key, []).append(str(_field(run, "run_id")))
+    if len(sequences) > 1:
+        listing = "; ".join(
+            f"{name} ({', '.join(tasks)}): {', '.join(ids)}"
+            for (name, tasks), ids in sequences.items()
+        )
+        raise ClbenchError(f"the runs of one plot must share a sequence; got {listing}")
+    [(_, tasks)] = sequences
+    return list(tasks)
+
+
+def _probes(runs: Sequence[Run]) -> list[str]:
+    """'name (metric)' of the probes all runs share; a ClbenchError if any has none or others."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for run in runs:
+        if not run.get("probes"):
+            raise ClbenchError(
+                f"run {run.get('run_id', '?')} has no probe results; run it with --probes"
+            )
+        names, metrics = _field(run, "probes", "names"), _field(run, "probes", "metrics")
+        key = tuple(f"{n} ({m})" for n, m in zip(names, metrics, strict=True))
+        found.setdefault(key, []).append(str(run.get("run_id")))
+    if len(found) > 1:
+        listing = "; ".join(f"{', '.join(k)}: {', '.join(ids)}" for k, ids in found.items())
+        raise ClbenchError(f"the runs of one plot must share their probes; got {listing}")
+    return list(next(iter(found)))
+
+
+def _by_method(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs by method, each group sorted by run id. Runs of one method that `clbench report`
+    would not average (other test data, budget, model or hyper-parameters) form groups of
+    their own, `method [1]`, `method [2]`, as in its tables."""
+    rows = pd.DataFrame([run_row(run, Path(str(run.get("run_id")))) for run in runs])
+    labelled, _ = comparable_groups(rows)
+    groups: dict[str, list[Run]] = {}
+    for run, label in zip(runs, labelled["row"], strict=True):
+        groups.setdefault(label, []).append(run)
+    return {name: sorted(group, key=lambda r: str(r["run_id"])) for name, group in groups.items()}
+
+
+def _numbers(run: Run, value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=float)  # null -> NaN
+    except (TypeError, ValueError) as err:
+        raise ClbenchError(f"run {run['run_id']}: {where} is not numbers or null ({err})") from err
+    if array.shape != shape:
+        raise ClbenchError(
+            f"run {run['run_id']}: {where} has shape {array.shape}, expected {shape} "
+            f"for {shape[-1]} tasks"
+        )
+    return array
+
+
+def _matrix(run: Run, n_tasks: int) -> np.ndarray:
+    return _numbers(run, _field(run, "matrix"), (n_tasks + 1, n_tasks), "matrix")
+
+
+def _curve(run: Run, key: str, n_tasks: int) -> np.ndarray:
+    return _numbers(run, _field(run, "curves", key), (n_tasks,), f"curves.{key}")
+
+
+def _metric(run: Run, key: str) -> float:
+    return float(_numbers(run, _field(run, "metrics", key), (), f"metrics.{key}"))
+
+
+def _mean_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the first axis and the half-width of its 95% t interval, leaving NaN out;
+    the half-width is NaN where fewer than two values remain."""
+    flat = pd.DataFrame(values.reshape(len(values), -1))
+    half = stats.t.ppf(0.975, flat.count() - 1) * flat.sem()
+    shape = values.shape[1:]
+    return flat.mean().to_numpy().reshape(shape), half.to_numpy().reshape(shape)
+
+
+def _count(group: list[Run]) -> str:
+    return "1 run" if len(group) == 1 else f"n={len(group)}"
+
+
+def _describe(group: list[Run]) -> str:
+    """The model and which runs: 'model, seed 3' or 'model, mean of 3 runs'."""
+    models = ", ".join(dict.fromkeys(str(_field(run, "model", "name")) for run in group))
+    if len(group) == 1:
+        return f"{models}, seed {group[0].get('seed')}"
+    return f"{models}, mean of {len(group)} runs"
+
+
+# ---- layout ----------------------------------------------------------------------------------
+
+
+def _inches(width: str) -> float:
+    if width not in WIDTHS:
+        raise unknown_name("figure width", width, WIDTHS)
+    return WIDTHS[width]
+
+
+def _look(i: int) -> tuple[str, str]:
+    """Colour and dash of the i-th line: 8 colours, then the colours again with a new dash."""
+    return PALETTE[i % len(PALETTE)], DASHES[i // len(PALETTE) % len(DASHES)]
+
+
+def _panels(
+    count: int, width: str, legend_entries: list[str], columns: int = 0, height: float = 1.6
+) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` panels that share axes, with room below them for a legend."""
+    inches = _inches(width)
+    columns = columns or (1 if width == "single" else min(count, 2))
+    rows = math.ceil(count / columns)
+    legend_rows = math.ceil(len(legend_entries) / _legend_columns(inches, legend_entries))
+    fig = Figure(figsize=(inches, rows * height + 0.25 + legend_rows * 0.15), layout="constrained")
+    grid = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax in grid[count:]:
+        ax.set_visible(False)
+    for ax in grid[:count]:
+        ax.grid(axis="y", color="0.9", linewidth=0.5)
+        ax.set_axisbelow(True)
+    return fig, list(grid[:count])
+
+
+def _legend_columns(inches: float, entries: list[str]) -> int:
+    entry_pt = CHAR_PT * max(map(len, entries)) + 30  # the text, its line sample and a gap
+    return max(1, min(len(entries), int(inches * 72 // entry_pt)))
+
+
+def _legend(fig: Figure, ax: Axes, title: str) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        title=title,
+        ncols=_legend_columns(fig.get_figwidth(), labels),
+    )
+
+
+def _label(panels: list[Axes], xlabel: str, ylabel: str) -> None:
+    """Axis labels on the outer panels only (the panels share their axes)."""
+    for ax in panels:
+        if ax.get_subplotspec().is_last_row() or ax is panels[-1]:
+            ax.set_xlabel(xlabel)
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
+
+
+def _ticks(x: np.ndarray) -> np.ndarray:
+    return x if len(x) <= 11 else x[:: math.ceil(len(x) / 11)]  # keep the labels apart
+
+
+def _isolated(values: np.ndarray) -> np.ndarray:
+    """Where a value has missing neighbours on both sides, so no line segment shows it."""
+    gap = np.pad(np.isnan(values), 1, constant_values=True)
+    return ~gap[1:-1] & gap[:-2] & gap[2:]
+
+
+def _band(ax: Axes, x: np.ndarray, mean: np.ndarray, half: np.ndarray, color: str) -> None:
+    ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)

@@ -1,0 +1,1 @@
+"""results.json: its schema, reading and writing."""

@@ -1,0 +1,1 @@
+"""The run: the stage loop, the training step and model loading."""

@@ -1,0 +1,386 @@
+"""The runner: evaluate every task (row 0), then for each task of the sequence run the method's
+hooks, train, and evaluate every task again. `run` is that loop; the helpers below it only set
+up, evaluate and save."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from clbench import __version__, metrics
+from clbench.config import RunConfig
+from clbench.data import registry
+from clbench.data.task import TaskData, find_contamination
+from clbench.errors import ClbenchError
+from clbench.evaluation.evaluate import evaluate_task
+from clbench.evaluation.probes import (
+    Probe,
+    check_model,
+    evaluate_probes,
+    load_probes,
+    probe_results,
+)
+from clbench.methods import Method, Stage, create_method
+from clbench.results.io import (
+    SCHEMA_VERSION,
+    environment,
+    load_checkpoint,
+    load_method_tensors,
+    peak_memory_mb,
+    read_json,
+    remove_old_checkpoints,
+    save_checkpoint,
+    write_json,
+)
+from clbench.training.models import LoadedModel, apply_lora, load_model
+from clbench.training.train import train_task
+
+
+def run(
+    config: RunConfig,
+    resume: bool = False,
+    include: tuple[str, ...] = (),
+    stop_after: int | None = None,
+) -> Path:
+    """Run `config` (or continue it, with `resume`); returns the run folder.
+
+    `stop_after` ends this invocation after that many stages, leaving a resumable run.
+    """
+    accelerator = _accelerator(config)
+    run_dir = run_dir_of(config)
+    if accelerator.is_main_process:
+        _check_run_dir(run_dir, config, resume)  # fails fast, before the model is loaded
+    setup = _prepare(config, include)  # every input is checked before any file is written
+    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
+    method, tasks, tokenizer = setup.method, setup.tasks, setup.loaded.tokenizer
+    # The method's state comes first: it tells `wrap_model` which adapters or blocks the saved
+    # stages had added, so the checkpoint's weights fit the model.
+    if state["checkpoint"]:
+        tensors = load_method_tensors(run_dir, state["checkpoint"])
+        method.load_state_dict({**state["method_state"], **tensors})
+    model = method.wrap_model(setup.loaded.model).to(accelerator.device)
+    check_model(setup.probes, model)
+    if accelerator.is_main_process and not (run_dir / "config.json").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+    accelerator.wait_for_everyone()
+    if state["checkpoint"]:
+        load_checkpoint(run_dir, state["checkpoint"], model)
+    setup.loaded.model = model
+
+    if not state["rows"]:  # row 0: the model before any continual training
+        scores, seconds = _evaluate_all(
+            setup.loaded, method, tasks, config, accelerator, "before training"
+        )
+        _add_row(state, tasks, scores)
+        probe_seconds = _probe_row(state, setup, accelerator, config)
+        state["stages"].append(
+            {"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds, **probe_seconds}
+        )
+        _save_progress(run_dir, state, model, method, accelerator, stage=0)
+
+    first = len(state["rows"])
+    last = len(tasks) if stop_after is None else min(len(tasks), first - 1 + stop_after)
+    for k in range(first, last + 1):
+        data = tasks[k - 1]
+        set_seed(config.seed + k)  # each stage reproducible on its own, so resume is exact
+        stage = Stage(k, data, model, config.seed, tokenizer, config, accelerator)
+        method.before_task(stage)
+        started = time.perf_counter()
+        # Prepared afresh each stage: `before_task` may have added parameters.
+        desc = f"stage {k}/{len(tasks)} train {data.task.name}"
+        training = train_task(accelerator.prepare(model), stage, method, accelerator, desc)
+        train_seconds = time.perf_counter() - started
+        method.after_task(stage)
+        scores, eval_seconds = _evaluate_all(
+            setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}"
+        )
+        _add_row(state, tasks, scores)
+        probe_seconds = _probe_row(state, setup, accelerator, config)
+        state["stages"].append(
+            {
+                "stage": k,
+                "task": data.task.name,
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+                **probe_seconds,
+                **training,
+            }
+        )
+        _save_progress(run_dir, state, model, method, accelerator, stage=k)
+
+    if len(state["rows"]) == len(tasks) + 1 and accelerator.is_main_process:
+        results = _results(config, setup, state, run_dir.name, accelerator)
+        write_json(run_dir / "results.json", results)
+        remove_old_checkpoints(run_dir, keep=None)
+        import matplotlib.pyplot as plt
+
+        from clbench.reporting.plots import heatmap
+
+        figure = heatmap(results)
+        figure.savefig(run_dir / "matrix.png", dpi=150, bbox_inches="tight")
+        plt.close(figure)
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+@dataclass
+class _Setup:
+    tasks: list[TaskData]
+    method: Method
+    loaded: LoadedModel
+    sequence_name: str
+    probes: list[Probe]
+
+
+def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
+    config.validate()
+    sequence = registry.load_sequence(config.sequence, include)
+    task_defs = [registry.load_task(name, include) for name in sequence.tasks]
+    method = create_method(config.method, config.method_args)
+    tasks = [
+        t.load(config.data_dir, config.max_train_examples, config.max_test_examples)
+        for t in task_defs
+    ]
+    for problem in find_contamination(tasks):
+        warnings.warn(f"contamination: {problem}", stacklevel=2)
+    probes = load_probes(config, include, sequence.tasks)
+    set_seed(config.seed)  # LoRA's initialisation depends on it
+    loaded = load_model(config.model)
+    if config.peft == "lora":
+        loaded.model = apply_lora(loaded.model, config.lora_r, config.lora_alpha)
+    return _Setup(tasks, method, loaded, sequence.name, probes)
+
+
+def default_run_id(config: RunConfig) -> str:
+    model = Path(config.model.rstrip("/")).name
+    parts = [Path(config.sequence).stem, config.method.split(":")[-1], model]
+    if config.peft:
+        parts.append(config.peft)
+    parts.append(f"seed{config.seed}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+
+
+def run_dir_of(config: RunConfig) -> Path:
+    return Path(config.output) / (config.run_id or default_run_id(config))
+
+
+def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Refuse a folder that holds another run or this one finished, or nothing to resume."""
+    saved = run_dir / "config.json"
+    if saved.exists():
+        previous, current = read_json(saved), config.to_dict()
+        differs = sorted(
+            k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
+        )
+        if differs:
+            raise ClbenchError(
+                f"{run_dir} already holds a different run (differs in: {', '.join(differs)}); "
+                "choose another --output or --run-id"
+            )
+        if (run_dir / "results.json").exists():
+            raise ClbenchError(f"{run_dir} already holds this run, finished; see its results.json")
+        if not resume:
+            raise ClbenchError(f"{run_dir} holds this run, unfinished; continue it with --resume")
+    elif resume:
+        raise ClbenchError(f"nothing to resume: {saved} does not exist")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ClbenchError(
+            f"{run_dir} exists and is not a clbench run folder; choose another --output"
+        )
+
+
+def config_of_run(run_dir: str | Path) -> RunConfig:
+    """The config a run folder was started with (for `--resume RUN_DIR`)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ClbenchError(f"{run_dir} is not a clbench run folder (no config.json)")
+    return RunConfig.from_dict(read_json(path), origin=str(path))
+
+
+def _new_state() -> dict[str, Any]:
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "created_at": created,
+        "rows": [],
+        "scores": [],
+        "stages": [],
+        "checkpoint": None,
+        "probe_rows": [],
+        "probe_metrics": [],
+        "method_state": {},
+        "peak_memory": {},
+    }
+
+
+def _accelerator(config: RunConfig) -> Accelerator:
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    # Several processes without a GPU (torchrun or `accelerate launch` on CPUs): accelerate
+    # runs them as CPU DDP over gloo only when told it is on the CPU.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=cpu_processes
+    )
+
+
+def _evaluate_all(
+    loaded: LoadedModel,
+    method: Method,
+    tasks: list[TaskData],
+    config: RunConfig,
+    accelerator: Accelerator,
+    when: str,
+) -> tuple[list[dict[str, float]], float]:
+    """Every metric of every task; the primary one of each fills the matrix row."""
+    started = time.perf_counter()
+    scores = []
+    bar = tqdm(
+        tasks, desc=f"eval {when}", leave=False, disable=not accelerator.is_local_main_process
+    )
+    for data in bar:
+        method.before_eval(loaded.model, data)
+        scores.append(
+            evaluate_task(
+                loaded.model,
+                loaded.tokenizer,
+                data,
+                accelerator,
+                config.eval_batch_size,
+                config.max_length,
+            )
+        )
+    if accelerator.is_local_main_process:
+        cells = ", ".join(
+            f"{d.task.name} {s[d.task.metric]:.3f}" for d, s in zip(tasks, scores, strict=True)
+        )
+        tqdm.write(f"{when}: {cells}")
+    return scores, time.perf_counter() - started
+
+
+def _probe_row(
+    state: dict, setup: _Setup, accelerator: Accelerator, config: RunConfig
+) -> dict[str, float]:
+    """Score the probes into the next probe-matrix row; returns its timing for the stage."""
+    if not setup.probes:
+        return {}
+    started = time.perf_counter()
+    loaded = setup.loaded
+    row = evaluate_probes(setup.probes, loaded.model, loaded.tokenizer, accelerator, config)
+    state["probe_rows"].append(row)
+    state["probe_metrics"] = [p.metric for p in setup.probes]
+    if accelerator.is_local_main_process:
+        pairs = zip(setup.probes, row, strict=True)
+        cells = ", ".join(f"{p.name} {v:.3f}" for p, v in pairs if v is not None)
+        tqdm.write(f"probes: {cells}")
+    return {"probe_seconds": time.perf_counter() - started}
+
+
+def _add_row(state: dict, tasks: list[TaskData], scores: list[dict[str, float]]) -> None:
+    state["rows"].append([s[d.task.metric] for d, s in zip(tasks, scores, strict=True)])
+    state["scores"].append(scores)
+
+
+def _save_progress(
+    run_dir: Path,
+    state: dict,
+    model: torch.nn.Module,
+    method: Method,
+    accelerator: Accelerator,
+    stage: int,
+) -> None:
+    """Checkpoint, then state.json pointing at it, then drop the older checkpoint."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    method_state = method.state_dict()
+    tensors = {k: v for k, v in method_state.items() if isinstance(v, torch.Tensor)}
+    if stage > 0:  # stage 0 changed no weight; a resume rebuilds it from the seed
+        state["checkpoint"] = save_checkpoint(
+            run_dir, stage, accelerator.unwrap_model(model), tensors
+        )
+    state["method_state"] = {k: v for k, v in method_state.items() if k not in tensors}
+    previous = state.get("peak_memory") or {}
+    now = peak_memory_mb()
+    state["peak_memory"] = {
+        k: max(filter(None, [previous.get(k), now[k]]), default=None) for k in now
+    }
+    write_json(run_dir / "state.json", state)
+    remove_old_checkpoints(run_dir, keep=state["checkpoint"])
+    accelerator.wait_for_everyone()
+
+
+def _results(
+    config: RunConfig, setup: _Setup, state: dict, run_id: str, accelerator: Accelerator
+) -> dict[str, Any]:
+    model = accelerator.unwrap_model(setup.loaded.model)
+    matrix = state["rows"]
+    budget_keys = [
+        "steps_per_task",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "lr",
+        "lr_scheduler",
+        "warmup_steps",
+        "weight_decay",
+        "max_length",
+        "max_train_examples",
+        "max_test_examples",
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "clbench_version": __version__,
+        "run_id": run_id,
+        "created_at": state["created_at"],
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sequence": {
+            "name": setup.sequence_name,
+            "tasks": [
+                {
+                    "name": d.task.name,
+                    "family": d.task.family,
+                    "metric": d.task.metric,
+                    "train_size": len(d.train),
+                    "test_size": len(d.test),
+                    "fingerprint": d.fingerprints["test"],
+                    "train_fingerprint": d.fingerprints["train"],
+                }
+                for d in setup.tasks
+            ],
+        },
+        "method": setup.method.describe(),
+        "model": {
+            **setup.loaded.info,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "peft": {"type": "lora", "r": config.lora_r, "alpha": config.lora_alpha}
+            if config.peft == "lora"
+            else None,
+        },
+        "seed": config.seed,
+        "budget": {key: getattr(config, key) for key in budget_keys},
+        "config": config.to_dict(),
+        "matrix": matrix,
+        "single_task": None,
+        "probes": probe_results(setup.probes, state, config),
+        "scores": state["scores"],  # every metric of every cell, the matrix's included
+        "metrics": metrics.compute(matrix),
+        "curves": metrics.curves(matrix),
+        "timings": {"stages": state["stages"]},
+        "peak_memory": state["peak_memory"],
+        "environment": environment(
+            str(accelerator.device), accelerator.num_processes, accelerator.mixed_precision
+        ),
+    }
