@@ -1,10 +1,14 @@
-"""The `clbench` command line (SPEC section 5)."""
+"""The `clbench` command line; its contract is docs/cli.md."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,36 +17,15 @@ import yaml
 from clbench.config import RunConfig
 from clbench.errors import ClbenchError
 
-# Flags of `run` that set a RunConfig field directly: flag dest -> type.
-RUN_FIELDS: dict[str, type] = {
-    "sequence": str,
-    "method": str,
-    "model": str,
-    "seed": int,
-    "output": str,
-    "run_id": str,
-    "peft": str,
-    "steps_per_task": int,
-    "epochs": int,
-    "batch_size": int,
-    "grad_accum": int,
-    "lr": float,
-    "lr_scheduler": str,
-    "warmup_steps": int,
-    "max_length": int,
-    "data_dir": str,
-    "max_train_examples": int,
-    "max_test_examples": int,
-    "eval_batch_size": int,
-    "mixed_precision": str,
-    "probe_limit": int,
-    "probe_batch_size": int,
-}
+RUN_DESCRIPTION = """\
+Train a method over a sequence and fill the (T+1) x T matrix. Every RunConfig field is a flag
+(lora_r -> --lora-r); a field that may be null takes the value `none`. Flags override the
+--config file."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)  # a bad --method-arg raises ClbenchError here
         return args.handler(args) or 0
     except ClbenchError as err:
         print(f"clbench: error: {err}", file=sys.stderr)
@@ -55,38 +38,111 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per field of dataclass `cls`, typed by its annotation and described by its
+    metadata: `help` (required), and optionally `flag` (another name), `metavar`, and for a
+    list `separator` (one value may hold several items). A flag that is not given leaves its
+    field out of the namespace, so a `--config` file keeps the fields the user did not set."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for item in dataclasses.fields(cls):
+        meta = item.metadata
+        if not meta.get("help"):
+            raise TypeError(f"{cls.__name__}.{item.name} has no help metadata for its flag")
+        kind, nullable = _without_none(hints[item.name])
+        base = typing.get_origin(kind) or kind
+        element = typing.get_args(kind)[0] if base is list else base
+        metavar = meta.get("metavar") or {int: "N", float: "X"}.get(element, item.name.upper())
+        options: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
+        text = meta["help"]
+        if base is dict:
+            options.update(action=_KeyValue, metavar="KEY=VALUE")
+            text += "; repeatable, VALUE read as YAML"
+        elif base is list:
+            separator = meta.get("separator")
+            options.update(action="extend", type=_items(element, separator), metavar=metavar)
+            if separator:
+                options["metavar"] = f"{metavar}[{separator}{metavar}...]"
+            text += f"; {separator}-separated, repeatable" if separator else "; repeatable"
+        elif base is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options.update(type=_scalar(base, nullable), metavar=metavar)
+        text = f"{text} (default: {_shown(getattr(defaults, item.name))})"
+        flag = meta.get("flag", "--" + item.name.replace("_", "-"))
+        parser.add_argument(flag, help=text.replace("%", "%%"), **options)
+
+
+def config_flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` whose flags `args` holds, by field name."""
+    fields = dataclasses.fields(cls)
+    return {item.name: getattr(args, item.name) for item in fields if hasattr(args, item.name)}
+
+
+def _without_none(hint: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); any other annotation -> (itself, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0], len(kinds) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _scalar(kind: type, nullable: bool) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if nullable and text == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse's message: "invalid int value: 'x'"
+    return parse
+
+
+def _items(kind: type, separator: str | None) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        parts = [part.strip() for part in text.split(separator)] if separator else [text]
+        return [kind(part) for part in parts if part]
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == {}:
+        return "none"
+    if isinstance(default, list):
+        return ",".join(map(str, default))
+    return str(default)
+
+
+class _KeyValue(argparse.Action):
+    """Collects repeated `KEY=VALUE` into a dict, each value read as YAML (0.5, 10, true)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        key, sep, text = str(values).partition("=")
+        if not sep or not key:
+            raise ClbenchError(f"{option_string} {values!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ClbenchError(f"{option_string} {values!r}: VALUE is not valid YAML") from err
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest, {}), key: value})
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train a method over a sequence and fill the matrix")
-    for name, kind in RUN_FIELDS.items():
-        run.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=kind,
-            default=None,
-            help=f"(default: {getattr(RunConfig(), name)})",
-        )
-    run.add_argument(
-        "--method-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method hyper-parameter; repeat for several",
+    run = commands.add_parser(
+        "run",
+        help="train a method over a sequence and fill the matrix",
+        description=RUN_DESCRIPTION,
     )
-    run.add_argument(
-        "--probes",
-        metavar="TASK[,TASK...]",
-        help="lm-eval tasks (or clbench tasks outside the sequence) scored after every stage",
-    )
-    run.add_argument(
-        "--probe-include",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a folder of your own lm-eval task YAML files, for --probes",
-    )
+    add_config_flags(run, RunConfig)
     run.add_argument("--config", help="a YAML file of RunConfig fields; flags override it")
     run.add_argument(
         "--include-path",
@@ -277,17 +333,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from clbench.reporting.plots import heatmap
     from clbench.reporting.report import report
     from clbench.results.io import load_results
     from clbench.training.runner import config_of_run, run
 
-    given = {name: getattr(args, name) for name in RUN_FIELDS if getattr(args, name) is not None}
-    if args.method_arg:
-        given["method_args"] = _method_args(args.method_arg)
-    if args.probes is not None:
-        given["probes"] = [name.strip() for name in args.probes.split(",") if name.strip()]
-    if args.probe_include:
-        given["probe_include"] = args.probe_include
+    given = config_flag_values(args, RunConfig)
     if isinstance(args.resume, str):  # --resume RUN_DIR: the run's own config
         if given or args.config:
             raise ClbenchError(
@@ -311,21 +362,13 @@ def _run(args: argparse.Namespace) -> int:
     if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
         return 0
     if (run_dir / "results.json").exists():
-        print(report([load_results(run_dir)]))
+        results = load_results(run_dir)
+        heatmap(results).savefig(run_dir / "matrix.png", dpi=150, bbox_inches="tight")
+        print(report([results]))
         print(f"results: {run_dir / 'results.json'}\nheatmap: {run_dir / 'matrix.png'}")
     else:
         print(f"stopped; continue with: clbench run --resume {run_dir}")
     return 0
-
-
-def _method_args(pairs: list[str]) -> dict[str, Any]:
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ClbenchError(f"--method-arg {pair!r}: expected KEY=VALUE")
-        values[key] = yaml.safe_load(text)  # 0.5 -> float, 10 -> int, true -> bool
-    return values
 
 
 def _list(args: argparse.Namespace) -> int:

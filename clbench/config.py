@@ -16,41 +16,119 @@ from clbench.errors import ClbenchError
 
 @dataclass
 class RunConfig:
-    """Everything that decides what a run computes; the defaults run the embedded benchmark."""
+    """Everything that decides what a run computes; the defaults run the embedded benchmark.
 
-    sequence: str = "default"
-    method: str = "seq-ft"
-    method_args: dict[str, Any] = field(default_factory=dict)
-    model: str = "smollm2-135m"
-    peft: str | None = None  # None (full fine-tuning) or "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    seed: int = 0
+    Every field is a flag of `clbench run` (`lora_r` -> `--lora-r`), generated from its
+    `help` metadata; see docs/cli.md.
+    """
+
+    sequence: str = field(
+        default="default",
+        metadata={"help": "the sequence of tasks: a registered name or a sequence YAML file"},
+    )
+    method: str = field(
+        default="seq-ft",
+        metadata={"help": "the CL method: a registered name or module:Class"},
+    )
+    method_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "a hyper-parameter of the method", "flag": "--method-arg"},
+    )
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "a built-in model name, a Hugging Face causal LM id or a local folder"},
+    )
+    peft: str | None = field(
+        default=None,
+        metadata={"help": "'lora' wraps the model in one LoRA adapter; none trains all weights"},
+    )
+    lora_r: int = field(default=8, metadata={"help": "the rank of the --peft lora adapter"})
+    lora_alpha: int = field(
+        default=16, metadata={"help": "the scaling alpha of the --peft lora adapter"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "the random seed, set again at the start of every stage"}
+    )
     # Training budget, the same for every task of the sequence.
-    steps_per_task: int | None = 40  # optimizer steps; None means `epochs` passes over the data
-    epochs: int = 1
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    lr_scheduler: str = "constant"  # any name transformers.get_scheduler knows
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_length: int = 256  # tokens of prompt + target; longer prompts are cut on the left
-    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it), "no", "fp16", "bf16"
+    steps_per_task: int | None = field(
+        default=40,
+        metadata={"help": "optimizer steps on each task; none trains for --epochs passes instead"},
+    )
+    epochs: int = field(
+        default=1, metadata={"help": "passes over each task's data when --steps-per-task is none"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "training examples per batch"})
+    grad_accum: int = field(
+        default=1, metadata={"help": "batches whose gradients make one optimizer step"}
+    )
+    lr: float = field(
+        default=1e-4,
+        metadata={"help": "the learning rate: AdamW's, unless the method builds its own optimizer"},
+    )
+    lr_scheduler: str = field(
+        default="constant",
+        metadata={"help": "the learning-rate schedule: any name transformers.get_scheduler knows"},
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "warm-up steps of the schedule, at the start of each task"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "the weight decay of AdamW"})
+    max_length: int = field(
+        default=256,
+        metadata={"help": "tokens of prompt + target; longer prompts are cut on the left"},
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 on a GPU that has it), no, fp16 or bf16"},
+    )
     # Data and evaluation.
-    data_dir: str | None = None  # local mirror root; default $CLBENCH_DATA_DIR
-    max_train_examples: int | None = None
-    max_test_examples: int | None = None
-    eval_batch_size: int = 32
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "the local data mirror; none reads $CLBENCH_DATA_DIR"},
+    )
+    max_train_examples: int | None = field(
+        default=None,
+        metadata={"help": "use at most N training examples of each task, a fixed-seed sample"},
+    )
+    max_test_examples: int | None = field(
+        default=None,
+        metadata={"help": "score at most N test examples of each task, a fixed-seed sample"},
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "test examples per batch"})
     # General-ability probes (clbench.evaluation.probes): lm-eval or clbench task names, scored
     # after every stage; lm-eval's scores can depend on the batch size, so it is pinned.
-    probes: list[str] | None = None
-    probe_include: list[str] | None = None  # folders of the user's own lm-eval tasks
-    probe_limit: int | None = None  # the first N documents of each probe
-    probe_batch_size: int | None = None  # default: eval_batch_size
+    probes: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "lm-eval tasks, or clbench tasks outside the sequence, scored after every "
+            "stage",
+            "separator": ",",
+            "metavar": "TASK",
+        },
+    )
+    probe_include: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "a folder of your own lm-eval task YAML files, for --probes",
+            "metavar": "DIR",
+        },
+    )
+    probe_limit: int | None = field(
+        default=None, metadata={"help": "score the first N documents of each probe"}
+    )
+    probe_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "lm-eval's batch size for the probes; none uses --eval-batch-size"},
+    )
     # Where results go.
-    output: str = "runs"
-    run_id: str | None = None
+    output: str = field(default="runs", metadata={"help": "the folder that holds the run folders"})
+    run_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "the run folder's name; none derives it from sequence, method, model, "
+            "peft and seed"
+        },
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

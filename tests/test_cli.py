@@ -1,5 +1,9 @@
-"""`clbench list` and `clbench report` from the command line."""
+"""`clbench run`, `clbench list` and `clbench report` from the command line."""
 
+import ast
+from pathlib import Path
+
+import clbench
 from clbench.cli import main
 from clbench.training.runner import run
 
@@ -32,3 +36,20 @@ def test_report_formats(tiny_tasks, tiny_config, capsys):
 def test_report_of_a_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_run_prints_the_report_and_draws_the_heatmap(tiny_tasks, tmp_path, capsys):
+    args = ["run", "--sequence", "tiny", "--model", "tiny-random", "--steps-per-task", "1"]
+    args += ["--include-path", str(tiny_tasks), "--output", str(tmp_path), "--run-id", "r"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| 3: after t-neg" in out and f"heatmap: {tmp_path / 'r' / 'matrix.png'}" in out
+    assert (tmp_path / "r" / "matrix.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_training_package_imports_no_reporting():
+    for path in (Path(clbench.__file__).parent / "training").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [name for name in imported if name and "reporting" in name], path.name

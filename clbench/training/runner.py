@@ -124,13 +124,6 @@ def run(
         results = _results(config, setup, state, run_dir.name, accelerator)
         write_json(run_dir / "results.json", results)
         remove_old_checkpoints(run_dir, keep=None)
-        import matplotlib.pyplot as plt
-
-        from clbench.reporting.plots import heatmap
-
-        figure = heatmap(results)
-        figure.savefig(run_dir / "matrix.png", dpi=150, bbox_inches="tight")
-        plt.close(figure)
     accelerator.wait_for_everyone()
     return run_dir
 
