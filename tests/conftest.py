@@ -12,6 +12,8 @@ import yaml
 from clbench.config import RunConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The data mirror tests read: $CLBENCH_DATA_DIR, else the shared folder beside the checkout.
+MIRROR = Path(os.environ.get("CLBENCH_DATA_DIR") or SHARED_DATA)
 
 
 def write_task(folder: Path, name: str, question: str, train: int = 16, test: int = 8) -> None:
