@@ -1,6 +1,7 @@
 """LwF: the distillation term against a hand computation, its zero at the teacher, LoRA, resume."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from clbench.data.encoding import collate
 from clbench.data.registry import load_task
 from clbench.methods import Stage, Step, create_method
 from clbench.results.io import load_results
+from clbench.training.loss import prepended_positions, target_logits
 from clbench.training.models import apply_lora, load_model
 from clbench.training.runner import run
 
@@ -21,7 +23,8 @@ def _stage(index, task_name, tiny_tasks, config, loaded):
 def _step(stage):
     examples = stage.data.train[:4]
     inputs = collate(stage.tokenizer, examples, stage.config.max_length)
-    return Step(0, examples, inputs, stage.model(**inputs).logits)
+    out = target_logits(stage.model, inputs, prepended_positions(stage.model))
+    return Step(0, examples, inputs, out.logits, out.targets, out.keep)
 
 
 def test_distillation_is_zero_at_the_teacher_and_matches_the_formula(tiny_tasks, tiny_config):
@@ -37,24 +40,20 @@ def test_distillation_is_zero_at_the_teacher_and_matches_the_formula(tiny_tasks,
     with torch.no_grad():
         step = _step(stage)
     teacher_logits = step.logits
-    assert float(lwf.distillation(stage.model, step.inputs, step.logits)) == pytest.approx(
-        0, abs=1e-6
-    )
+    assert float(lwf.distillation(stage.model, step)) == pytest.approx(0, abs=1e-6)
 
-    # Only positions that predict a labelled token count.
+    # The logits are those of the positions that predict a labelled token, row by row.
     labels = step.inputs["labels"]
-    used = torch.zeros_like(labels, dtype=torch.bool)
-    used[:, :-1] = labels[:, 1:] != -100
-    noise = torch.randn(step.logits.shape, generator=torch.Generator().manual_seed(0))
-    off_target = teacher_logits + 5 * noise * (~used).unsqueeze(-1)
-    assert float(lwf.distillation(stage.model, step.inputs, off_target)) == pytest.approx(
-        0, abs=1e-6
-    )
+    used = labels[:, 1:] != -100
+    full = stage.model(**step.inputs).logits[:, :-1][used]
+    assert torch.allclose(teacher_logits, full, atol=1e-5)
+    assert torch.equal(step.targets, labels[:, 1:][used])
 
+    noise = torch.randn(step.logits.shape, generator=torch.Generator().manual_seed(0))
     student = teacher_logits + noise
-    got = float(lwf.distillation(stage.model, step.inputs, student))
-    p_old = torch.softmax(teacher_logits[used] / 2.0, dim=-1)
-    log_new = torch.log_softmax(student[used] / 2.0, dim=-1)
+    got = float(lwf.distillation(stage.model, dataclasses.replace(step, logits=student)))
+    p_old = torch.softmax(teacher_logits / 2.0, dim=-1)
+    log_new = torch.log_softmax(student / 2.0, dim=-1)
     kl = (p_old * (p_old.log() - log_new)).sum(dim=-1).mean()
     assert got > 0 and got == pytest.approx(float(0.5 * 2.0**2 * kl), rel=1e-4)
 
@@ -72,11 +71,11 @@ def test_the_teacher_is_the_model_as_the_task_began(tiny_tasks, tiny_config):
     term = lwf.training_loss(torch.tensor(0.0), step, stage)
     with torch.no_grad():
         old = frozen(**step.inputs).logits
-        expected = lwf.distillation(frozen, step.inputs, old)  # zero: frozen is the teacher
-        assert float(expected) == pytest.approx(0, abs=1e-6)
         used = step.inputs["labels"][:, 1:] != -100
+        at_frozen = dataclasses.replace(step, logits=old[:, :-1][used])
+        assert float(lwf.distillation(frozen, at_frozen)) == pytest.approx(0, abs=1e-6)
         p_old = torch.softmax(old[:, :-1][used] / 2.0, dim=-1)
-        log_new = torch.log_softmax(step.logits[:, :-1][used] / 2.0, dim=-1)
+        log_new = torch.log_softmax(step.logits / 2.0, dim=-1)
         kl = (p_old * (p_old.log() - log_new)).sum(dim=-1).mean()
     assert float(term.detach()) == pytest.approx(2.0**2 * float(kl), rel=1e-4)
     assert float(kl) > 1e-3

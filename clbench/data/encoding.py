@@ -7,6 +7,8 @@ see exactly the same ids for the same (prompt, target) pair.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -54,3 +56,21 @@ def collate(tokenizer: Any, batch: list[Example], max_length: int) -> dict[str, 
         labels[i, : len(ids)] = torch.tensor(row_labels)
         mask[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int | str, bucket: int = 50
+) -> list[list[int]]:
+    """Batches of indices into `lengths` that need little padding, in an order that is a
+    function of `seed` alone: shuffle, cut into buckets of `bucket` batches, sort each bucket
+    by length, cut it into batches, and shuffle the batches. Within a bucket, examples of
+    similar length share a batch; which examples meet in a bucket stays random."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    size, batches = bucket * batch_size, []
+    for start in range(0, len(order), size):
+        chunk = sorted(order[start : start + size], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

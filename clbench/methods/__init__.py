@@ -33,6 +33,7 @@ from clbench.config import build_dataclass
 from clbench.data.encoding import collate
 from clbench.data.task import Example, TaskData
 from clbench.errors import ClbenchError, unknown_name
+from clbench.training.loss import prepended_positions, target_logits
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -74,20 +75,32 @@ class Stage:
         model = model if model is not None else self.model
         device = next(model.parameters()).device
         batch = collate(self.tokenizer, examples, self.config.max_length)
-        return model(**{k: v.to(device) for k, v in batch.items()}).loss
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        return target_logits(model, inputs, prepended_positions(model)).loss()
 
 
 @dataclass
 class Step:
     """One training step, as `training_loss` sees it: the batch's examples trained with the
     next-token loss (alignment pairs trained with DPO are not among them), their tokenized
-    `inputs` and the model's `logits` on them. With no such example, `inputs` and `logits` are
-    None."""
+    `inputs`, and the model's logits at the positions that predict a target token only (the LM
+    head runs nowhere else). With no such example, every tensor is None.
+
+    `logits` has one row per target token of the batch, in row-major order: row by row, left
+    to right. `logits[j]` is the prediction of token `targets[j]`, which is
+    `inputs["labels"][r, i + 1]` for the j-th (r, i) with `labels[r, i + 1] != -100`.
+    `logits_to_keep` marks those positions in the model's own sequence (which starts with the
+    virtual tokens of prompt tuning, if any): pass it to a forward pass of the model, e.g. a
+    teacher's, as `model(input_ids=..., attention_mask=..., logits_to_keep=step.logits_to_keep)`
+    to get the logits of the same positions in the same order.
+    """
 
     number: int  # optimizer steps already done in this stage
     examples: list[Example]
-    inputs: dict[str, torch.Tensor] | None
-    logits: torch.Tensor | None
+    inputs: dict[str, torch.Tensor] | None  # input_ids, attention_mask, labels: (rows, length)
+    logits: torch.Tensor | None  # (target tokens, vocabulary)
+    targets: torch.Tensor | None = None  # (target tokens,)
+    logits_to_keep: torch.Tensor | None = None  # (rows, prepended + length), bool
 
 
 class Method:
@@ -96,6 +109,9 @@ class Method:
     name: ClassVar[str] = ""
     uses_task_id: ClassVar[bool] = False  # needs the task identity at inference time
     extra_memory: ClassVar[str | None] = None  # what it keeps beyond the model, if anything
+    # `training_batch` may return examples of the task being trained that the loader did not
+    # give (as joint does): a DPO stage then computes the reference of every training pair.
+    draws_current_task: ClassVar[bool] = False
 
     @dataclass
     class Params:

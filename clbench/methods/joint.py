@@ -21,6 +21,7 @@ class Joint(Method):
 
     name = "joint"
     extra_memory = "all earlier tasks' training examples"
+    draws_current_task = True  # its batches come from the pool, this task's data included
 
     def __init__(self, params=None) -> None:
         super().__init__(params)

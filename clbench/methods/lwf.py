@@ -48,28 +48,26 @@ class LwF(Method):
         first = stage.index == 1  # nothing learned yet to preserve
         self.teacher = {} if first else {n: p.detach().clone() for n, p in named if p.requires_grad}
 
-    def distillation(
-        self, model: torch.nn.Module, inputs: dict, logits: torch.Tensor
-    ) -> torch.Tensor:
-        """alpha * T^2 * KL(teacher || model) at temperature T, mean over labelled positions."""
+    def distillation(self, model: torch.nn.Module, step: Step) -> torch.Tensor:
+        """alpha * T^2 * KL(teacher || model) at temperature T, mean over the target positions
+        (`step.logits` are the model's logits there; the teacher is asked for the same ones)."""
         training = model.training
         model.eval()
         with torch.no_grad():
+            inputs = {k: step.inputs[k] for k in ("input_ids", "attention_mask")}
             old = functional_call(
                 model,
                 self.teacher,
-                kwargs={k: inputs[k] for k in ("input_ids", "attention_mask")},
+                kwargs={**inputs, "logits_to_keep": step.logits_to_keep, "use_cache": False},
             ).logits
         model.train(training)
-        # Logits at position i predict the token labelled at i + 1.
-        mask = inputs["labels"][:, 1:] != -100
         t = self.params.temperature
-        new_logp = F.log_softmax(logits[:, :-1][mask].float() / t, dim=-1)
-        old_logp = F.log_softmax(old[:, :-1][mask].float() / t, dim=-1)
+        new_logp = F.log_softmax(step.logits.float() / t, dim=-1)
+        old_logp = F.log_softmax(old.float() / t, dim=-1)
         kl = F.kl_div(new_logp, old_logp, log_target=True, reduction="batchmean")
         return self.params.alpha * t**2 * kl
 
     def training_loss(self, loss: torch.Tensor, step: Step, stage: Stage) -> torch.Tensor:
         if not self.teacher or step.logits is None:
             return loss
-        return loss + self.distillation(stage.model, step.inputs, step.logits)
+        return loss + self.distillation(stage.model, step)

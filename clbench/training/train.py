@@ -1,11 +1,18 @@
 """Training on one task for one stage, through `accelerate` (device, mixed precision,
-gradient accumulation, and data sharding under `accelerate launch`)."""
+gradient accumulation, and data sharding under `accelerate launch`).
+
+Batches are grouped by length within shuffled buckets (`length_grouped_batches`), so they
+carry little padding; their order is a function of the run's seed and the stage. The loss
+runs the LM head only where a target token is predicted (clbench.training.loss). A DPO stage
+computes the reference log-probabilities of its pairs once, before its first step, instead of
+keeping a frozen copy of the model.
+"""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +20,13 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clbench.data.encoding import collate
+from clbench.data.encoding import collate, length_grouped_batches
 from clbench.data.task import Example
+from clbench.errors import ClbenchError
 from clbench.methods import Method, Stage, Step
+from clbench.training.loss import prepended_positions, target_logits
+
+PairKey = tuple[str, str, str]  # (prompt, chosen, rejected)
 
 
 def train_task(
@@ -26,32 +37,32 @@ def train_task(
     desc: str,
 ) -> dict[str, float]:
     """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget;
-    returns the steps done and the last loss."""
-    config, tokenizer = stage.config, stage.tokenizer
-    loader = DataLoader(
-        stage.data.train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        collate_fn=list,
-        generator=torch.Generator().manual_seed(stage.seed * 1000 + stage.index),
+    returns the steps done, the last loss and the share of padding in the batches' tokens."""
+    config = stage.config
+    sampler = LengthGroupedSampler(
+        [_length(e) for e in stage.data.train], config.batch_size, stage.seed * 1000 + stage.index
     )
+    loader = DataLoader(stage.data.train, batch_sampler=sampler, collate_fn=list)
     steps = config.steps_per_task or config.epochs * math.ceil(len(loader) / config.grad_accum)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The scheduler is not prepared by accelerate: it steps once per optimizer step, whatever
     # the process count.
     optimizer, scheduler = method.configure_optimizer(trainable, stage, steps)
     optimizer, loader = accelerator.prepare(optimizer, loader)
-    task = stage.data.task
-    # DPO compares with the model as it was when the stage started.
-    reference = _frozen_copy(stage.model) if task.objective == "dpo" else None
+    reference = None
+    if stage.data.task.objective == "dpo":
+        # After `before_task`: the reference is the model this stage starts training.
+        pairs = _planned_pairs(stage, method, sampler, len(loader), steps, accelerator)
+        reference = reference_logprobs(stage, pairs)
     model.train()
+    padding = _Padding()
     done, loss_value = 0, float("nan")
     bar = tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process)
     while done < steps:
         for batch in loader:
             batch = method.training_batch(batch, stage)
             with accelerator.accumulate(model):
-                loss = _loss(model, reference, tokenizer, batch, stage, method, done)
+                loss = _loss(model, reference, batch, stage, method, done, padding)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     method.after_backward(stage)
@@ -67,53 +78,158 @@ def train_task(
                     break
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
-    return {"steps": done, "final_loss": loss_value}
+    return {"steps": done, "final_loss": loss_value, "padded_fraction": padding.fraction()}
+
+
+class LengthGroupedSampler:
+    """A batch sampler that draws `length_grouped_batches` afresh for every pass over the
+    data; pass p's batches are a function of (seed, p). It has no `batch_size`: under several
+    processes accelerate then shards batches of varying size as they come."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.size, self.seed = lengths, batch_size, seed
+        self.passes = 0  # passes begun, which numbers the next one
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, self.size, f"{self.seed}:{epoch}")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.passes += 1
+        return iter(self.batches(self.passes - 1))
+
+
+def _length(example: Example) -> int:
+    """Characters, a proxy for tokens that needs no tokenization of the whole training set;
+    a DPO batch holds both responses of a pair."""
+    return len(example.prompt) + max(len(example.target), len(example.rejected or ""))
+
+
+class _Padding:
+    """Padded and all token slots of the batches a stage trains on."""
+
+    def __init__(self) -> None:
+        self.padded = self.total = 0
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        self.padded += int((attention_mask == 0).sum())
+        self.total += attention_mask.numel()
+
+    def fraction(self) -> float:
+        return self.padded / self.total if self.total else 0.0
 
 
 def _loss(
     model,
-    reference,
-    tokenizer,
+    reference: dict[PairKey, torch.Tensor] | None,
     batch: list[Example],
     stage: Stage,
     method: Method,
     done: int,
+    padding: _Padding,
 ) -> torch.Tensor:
     """SFT loss on the targets; DPO loss on preference pairs of the stage's own DPO task; then
     the method's `training_loss`.
 
     Replayed pairs of earlier alignment tasks are trained on their chosen response (SFT).
     """
-    task, max_length = stage.data.task, stage.config.max_length
+    task = stage.data.task
     device = next(stage.model.parameters()).device
+    prepended = prepended_positions(stage.model)
     pairs = [e for e in batch if reference is not None and e.task == task.name and e.rejected]
     plain = [e for e in batch if e not in pairs]
     parts, step = [], Step(done, plain, None, None)
     if plain:
-        inputs = {k: v.to(device) for k, v in collate(tokenizer, plain, max_length).items()}
-        outputs = model(**inputs)
-        step = Step(done, plain, inputs, outputs.logits)
-        parts.append((len(plain), outputs.loss))
+        inputs = _inputs(stage, plain, device)
+        padding.add(inputs["attention_mask"])
+        out = target_logits(model, inputs, prepended)
+        step = Step(done, plain, inputs, out.logits, out.targets, out.keep)
+        parts.append((len(plain), out.loss()))
     if pairs:
-        both = pairs + [dataclasses.replace(e, target=e.rejected) for e in pairs]
-        inputs = {k: v.to(device) for k, v in collate(tokenizer, both, max_length).items()}
-        policy = sequence_logprobs(model, inputs)
-        with torch.no_grad():
-            ref = sequence_logprobs(reference, inputs)
+        missing = [e for e in pairs if _pair_key(e) not in reference]
+        if missing:
+            raise ClbenchError(
+                f"method {method.name!r} trained a DPO pair of task {task.name!r} that the "
+                "stage's batches did not hold, so it has no reference log-probabilities; a "
+                "method whose training_batch draws examples of the task being trained must set "
+                "draws_current_task = True"
+            )
+        inputs = _inputs(stage, _with_rejected(pairs), device)
+        padding.add(inputs["attention_mask"])
+        policy = sequence_logprobs(model, inputs, prepended)
+        ref = torch.stack([reference[_pair_key(e)] for e in pairs]).to(device)
         n = len(pairs)
-        loss = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], task.beta)
+        loss = dpo_loss(policy[:n], policy[n:], ref[:, 0], ref[:, 1], task.beta)
         parts.append((n, loss))
     loss = sum(count * value for count, value in parts) / sum(count for count, _ in parts)
     return method.training_loss(loss, step, stage)
 
 
-def sequence_logprobs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+def _inputs(stage: Stage, examples: list[Example], device: torch.device) -> dict:
+    batch = collate(stage.tokenizer, examples, stage.config.max_length)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _with_rejected(pairs: list[Example]) -> list[Example]:
+    """The pairs with their chosen responses, then the same pairs with their rejected ones."""
+    return pairs + [dataclasses.replace(e, target=e.rejected) for e in pairs]
+
+
+def _pair_key(example: Example) -> PairKey:
+    return (example.prompt, example.target, example.rejected)
+
+
+def _planned_pairs(
+    stage: Stage,
+    method: Method,
+    sampler: LengthGroupedSampler,
+    per_process: int,
+    steps: int,
+    accelerator: Accelerator,
+) -> list[Example]:
+    """The preference pairs the stage will train on, over all processes. The batch order is
+    a function of the seed, so the batches that `steps` optimizer steps take from each pass
+    (`per_process` batches a process, the last of a pass closing a step) are known before
+    the first; the loader gives process r the batches r, r + P, r + 2P, ... of a pass."""
+    train = stage.data.train
+    if method.draws_current_task:
+        chosen = list(train)
+    else:
+        chosen, epoch, left, accum = [], 0, steps, stage.config.grad_accum
+        while left > 0 and per_process:
+            taken = min(per_process, left * accum) * accelerator.num_processes
+            chosen += [train[i] for batch in sampler.batches(epoch)[:taken] for i in batch]
+            left -= math.ceil(per_process / accum)
+            epoch += 1
+    return list({_pair_key(e): e for e in chosen if e.rejected}.values())
+
+
+@torch.no_grad()
+def reference_logprobs(stage: Stage, pairs: list[Example]) -> dict[PairKey, torch.Tensor]:
+    """DPO's reference: for each pair, the summed log-probabilities of its chosen and its
+    rejected response (a tensor of 2) under `stage.model` as it stands, in eval mode."""
+    model, size = stage.model, stage.config.eval_batch_size
+    device, prepended = next(model.parameters()).device, prepended_positions(model)
+    training = model.training
+    model.eval()
+    table = {}
+    for start in range(0, len(pairs), size):
+        chunk = pairs[start : start + size]
+        inputs = _inputs(stage, _with_rejected(chunk), device)
+        logprobs = sequence_logprobs(model, inputs, prepended)
+        for i, example in enumerate(chunk):
+            table[_pair_key(example)] = logprobs[[i, len(chunk) + i]]
+    model.train(training)
+    return table
+
+
+def sequence_logprobs(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], prepended: int = 0
+) -> torch.Tensor:
     """Summed log-probability of each row's labelled (target) tokens."""
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-    labels = inputs["labels"][:, 1:]
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * (labels != -100)).sum(dim=-1)
+    return target_logits(model, inputs, prepended).row_logprobs(inputs["labels"].shape[0])
 
 
 def dpo_loss(
@@ -126,9 +242,3 @@ def dpo_loss(
     """Direct Preference Optimization (Rafailov et al., 2023, eq. 7), averaged over pairs."""
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return -F.logsigmoid(beta * margin).mean()
-
-
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    frozen = copy.deepcopy(model).eval()
-    frozen.requires_grad_(False)
-    return frozen
