@@ -334,8 +334,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from clbench.reporting.plots import heatmap
-    from clbench.reporting.report import report
-    from clbench.results.io import load_results
+    from clbench.reporting.tables import report
+    from clbench.results.io import read_results
     from clbench.training.runner import config_of_run, run
 
     given = config_flag_values(args, RunConfig)
@@ -362,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
     if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
         return 0
     if (run_dir / "results.json").exists():
-        results = load_results(run_dir)
+        results = read_results(run_dir)
         heatmap(results).savefig(run_dir / "matrix.png", dpi=150, bbox_inches="tight")
         print(report([results]))
         print(f"results: {run_dir / 'results.json'}\nheatmap: {run_dir / 'matrix.png'}")
@@ -395,16 +395,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clbench.metrics import METRIC_KEYS
-    from clbench.reporting.report import load_runs, parse_metrics, report, tables
-    from clbench.results.io import load_results_file
+    from clbench.reporting.tables import parse_metrics, report, tables
+    from clbench.results.load import read_runs, reported_metrics, runs_frame
 
-    runs = load_runs(args.runs)
-    metrics = METRIC_KEYS + (("gf",) if runs["gf"].notna().any() else ())
+    results = read_runs(args.runs)
+    runs = runs_frame(results)
+    metrics = reported_metrics(runs)
     if args.metrics is not None:
         metrics = parse_metrics(args.metrics)
     if len(runs) == 1:  # one run: its whole matrix, as after `clbench run`
-        text = report(load_results_file(runs["path"][0]), args.format, metrics, args.decimals)
+        text = report(results, args.format, metrics, args.decimals)
     else:
         text = tables(
             runs,
@@ -420,9 +420,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from clbench.reporting.plots import load_runs, plot, save
+    from clbench.reporting.plots import plot, save
+    from clbench.results.load import read_runs
 
-    print(f"wrote {save(plot(load_runs(args.runs), args.kind, args.width), args.out)}")
+    print(f"wrote {save(plot(read_runs(args.runs), args.kind, args.width), args.out)}")
     return 0
 
 

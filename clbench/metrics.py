@@ -1,32 +1,21 @@
-"""Continual-learning metrics computed from an accuracy matrix.
+"""Continual-learning metrics, and the table that says everything about each of them.
 
-R has shape (T+1) x T: R[0][j] is the score on task j before any training and
-R[k][j] the score on task j right after training on task k. Formulas:
-BWT and FWT follow GEM (Lopez-Paz & Ranzato, 2017); forgetting follows
-Chaudhry et al. (2018); AA/AIA are the usual final and incremental averages and
-FWD compares each newly learned task against a single-task reference S.
-Missing cells (None or NaN) make exactly the metrics that need them NaN.
+R has shape (T+1) x T: R[0][j] is the score on task j before any training and R[k][j] the
+score on task j right after training on task k. The formulas and the direction of every metric
+are in docs/metrics.md; `METRICS` is the one place that names them. Report, leaderboard, plots
+and the leaderboard site all read this table, so adding a metric is one entry in it (see
+docs/contributing.md). Missing cells (None or NaN) make exactly the metrics that need them NaN.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-
-METRIC_KEYS = ("aa", "aia", "fgt", "bwt", "fwd", "fwt")
-METRIC_NAMES = {
-    "aa": "average accuracy",
-    "aia": "average incremental accuracy",
-    "fgt": "forgetting",
-    "bwt": "backward transfer",
-    "fwd": "forward transfer",
-    "fwt": "zero-shot forward transfer",
-    "gf": "general forgetting",  # from the probe matrix, not the task matrix
-}
 
 
 def _is_sequence(value: Any) -> bool:
@@ -90,34 +79,150 @@ def _mean(values: Any) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _metrics(a: np.ndarray, s: np.ndarray | None) -> dict[str, float]:
-    t = a.shape[1]
-    learned = a[1:].diagonal()  # a[j][j]: task j right after training on it
-    before = a[:-1].diagonal()  # a[j-1][j]: task j right before training on it
-    return {
-        "aa": _mean(a[t]),
-        "aia": _mean([_mean(a[k, :k]) for k in range(1, t + 1)]),
-        "fgt": _mean([a[c + 1 : t, c].max() - a[t, c] for c in range(t - 1)]),
-        "bwt": _mean(a[t, :-1] - learned[:-1]),
-        "fwd": math.nan if s is None else _mean(learned[1:] - s[1:]),
-        "fwt": _mean(before[1:] - a[0, 1:]),
-    }
+@dataclass(frozen=True)
+class Scores:
+    """What a metric is computed from, as float arrays with NaN for missing cells: the task
+    matrix `r` ((T+1) x T), the single-task reference `s` (T, or None) and the probe matrix
+    `p` ((T+1) x P, or None for a run without probes)."""
+
+    r: np.ndarray
+    s: np.ndarray | None = None
+    p: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: `key` in files and options, `short` for column headers, `name` in words,
+    its direction, the section of docs/metrics.md with its formula, and its function.
+
+    `source` is what it needs: "matrix" metrics are what `compute` returns (and `curves` per
+    stage); "probes" metrics need the probe matrix of a run made with `--probes`, and tables
+    show them only when some run has them.
+    """
+
+    key: str
+    short: str
+    name: str
+    higher_is_better: bool
+    formula: str
+    fn: Callable[[Scores], float]
+    source: Literal["matrix", "probes"] = "matrix"
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+
+def _aa(x: Scores) -> float:
+    return _mean(x.r[-1])
+
+
+def _aia(x: Scores) -> float:
+    return _mean([_mean(x.r[k, :k]) for k in range(1, x.r.shape[1] + 1)])
+
+
+def _fgt(x: Scores) -> float:
+    t = x.r.shape[1]
+    return _mean([x.r[c + 1 : t, c].max() - x.r[t, c] for c in range(t - 1)])
+
+
+def _bwt(x: Scores) -> float:
+    learned = x.r[1:].diagonal()  # r[j][j]: task j right after training on it
+    return _mean(x.r[-1, :-1] - learned[:-1])
+
+
+def _fwd(x: Scores) -> float:
+    return math.nan if x.s is None else _mean(x.r[1:].diagonal()[1:] - x.s[1:])
+
+
+def _fwt(x: Scores) -> float:
+    before = x.r[:-1].diagonal()  # r[j-1][j]: task j right before training on it
+    return _mean(before[1:] - x.r[0, 1:])
+
+
+def _gf(x: Scores) -> float:
+    if x.p is None:
+        return math.nan
+    drops = x.p[0] - x.p[-1]
+    return _mean(drops[~np.isnan(drops)])  # the probes that have both rows
+
+
+_DOC = "docs/metrics.md"
+METRICS: dict[str, Metric] = {
+    metric.key: metric
+    for metric in (
+        Metric("aa", "AA", "average accuracy", True, f"{_DOC}#aa-average-accuracy", _aa),
+        Metric(
+            "aia",
+            "AIA",
+            "average incremental accuracy",
+            True,
+            f"{_DOC}#aia-average-incremental-accuracy",
+            _aia,
+        ),
+        Metric("fgt", "FGT", "forgetting", False, f"{_DOC}#fgt-forgetting", _fgt),
+        Metric("bwt", "BWT", "backward transfer", True, f"{_DOC}#bwt-backward-transfer", _bwt),
+        Metric("fwd", "FWD", "forward transfer", True, f"{_DOC}#fwd-forward-transfer", _fwd),
+        Metric(
+            "fwt",
+            "FWT",
+            "zero-shot forward transfer",
+            True,
+            f"{_DOC}#fwt-zero-shot-forward-transfer",
+            _fwt,
+        ),
+        Metric(
+            "gf",
+            "GF",
+            "general forgetting",
+            False,
+            f"{_DOC}#gf-general-forgetting",
+            _gf,
+            source="probes",
+        ),
+    )
+}
+
+
+def matrix_keys() -> tuple[str, ...]:
+    """The keys of the metrics `compute` returns, in table order."""
+    return tuple(key for key, metric in METRICS.items() if metric.source == "matrix")
+
+
+# Taken from the table when this module is imported; code that must follow a table changed
+# at run time (as a test does) reads METRICS itself.
+METRIC_KEYS = matrix_keys()
+METRIC_NAMES = {key: metric.name for key, metric in METRICS.items()}
 
 
 def compute(matrix: Any, single_task: Sequence[Any] | None = None) -> dict[str, float]:
-    """Return the six metrics (keys ``METRIC_KEYS``) for a (T+1) x T score matrix."""
+    """Every "matrix" metric of the table (keys `METRIC_KEYS`) for a (T+1) x T score matrix."""
     a = _matrix(matrix)
-    return _metrics(a, _single_task(single_task, a.shape[1]))
+    scores = Scores(a, _single_task(single_task, a.shape[1]))
+    return {key: METRICS[key].fn(scores) for key in matrix_keys()}
+
+
+def compute_all(
+    matrix: Any,
+    single_task: Sequence[Any] | None = None,
+    probe_matrix: Sequence[Sequence[float | None]] | None = None,
+) -> dict[str, float]:
+    """Every metric of the table: `compute`'s, then those of the probe matrix (NaN without
+    one), as results.json's `metrics` holds them."""
+    a = _matrix(matrix)
+    p = None if probe_matrix is None else np.array(probe_matrix, dtype=float)  # None -> NaN
+    scores = Scores(a, _single_task(single_task, a.shape[1]), p)
+    return {key: metric.fn(scores) for key, metric in METRICS.items()}
 
 
 def curves(matrix: Any, single_task: Sequence[Any] | None = None) -> dict[str, list[float]]:
-    """Return each metric after every stage k = 1..T, computed on the first k tasks."""
+    """Return each "matrix" metric after every stage k = 1..T, computed on the first k tasks."""
     a = _matrix(matrix)
     s = _single_task(single_task, a.shape[1])
     stages = [
-        _metrics(a[: k + 1, :k], None if s is None else s[:k]) for k in range(1, a.shape[1] + 1)
+        Scores(a[: k + 1, :k], None if s is None else s[:k]) for k in range(1, a.shape[1] + 1)
     ]
-    return {f"{key}_k": [stage[key] for stage in stages] for key in METRIC_KEYS}
+    return {f"{key}_k": [METRICS[key].fn(stage) for stage in stages] for key in matrix_keys()}
 
 
 def general_forgetting(probe_matrix: Sequence[Sequence[float | None]]) -> list[float | None]:

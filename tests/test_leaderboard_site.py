@@ -153,8 +153,8 @@ def site_data() -> dict[str, Any]:
         ("aia", "average incremental accuracy", True),
         ("fgt", "forgetting", False),
         ("bwt", "backward transfer", True),
-        ("fwt", "zero-shot forward transfer", True),
         ("fwd", "forward transfer", True),
+        ("fwt", "zero-shot forward transfer", True),
     ]
     return {
         "title": "clbench leaderboard",
@@ -163,6 +163,7 @@ def site_data() -> dict[str, Any]:
             {"key": k, "short": k.upper(), "name": name, "higher_is_better": up}
             for k, name, up in metrics
         ],
+        "rank_by": "aa",
         "entries": entries,
     }
 

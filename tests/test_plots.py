@@ -17,6 +17,8 @@ from clbench.cli import main
 from clbench.errors import ClbenchError
 from clbench.metrics import compute
 from clbench.reporting import plots
+from clbench.results.load import read_runs
+from clbench.results.stats import confidence_interval
 
 TASKS = ["dbpedia", "amazon", "yahoo", "agnews"]
 
@@ -47,6 +49,7 @@ def make_run(
     return json.loads(
         json.dumps(
             {
+                "schema_version": 2,
                 "run_id": f"{method}-s{seed}",
                 "sequence": {
                     "name": sequence,
@@ -165,6 +168,15 @@ def test_curves_band_is_the_t_interval():
     assert np.allclose(band_top, top, atol=1e-4)
 
 
+def test_bands_are_the_confidence_interval_of_the_tables():
+    runs = [make_run(seed=s) for s in range(1, 12)]  # 11 runs: a bootstrap, as in the report
+    band = plots.curves(runs).axes[0].collections[0].get_paths()[0].vertices  # task 0
+    low, high, kind = confidence_interval([run["matrix"][2][0] * 100 for run in runs])
+    assert kind == "bootstrap"
+    at_stage = band[band[:, 0] == 2, 1]
+    assert (at_stage.min(), at_stage.max()) == pytest.approx((low, high))
+
+
 def test_curves_mark_the_training_stage_and_show_isolated_values():
     lines = {line.get_label(): line for line in plots.curves(ONE).axes[0].lines}
     assert lines["yahoo"].get_markevery() == [3]  # task 3 is trained at stage 3
@@ -178,7 +190,11 @@ def test_bars_error_bars_and_missing_metrics():
     assert all(c.errorbar is None for c in ax.containers if hasattr(c, "errorbar"))
     assert "FWD (all methods)" in ax.get_xlabel()  # fwd is null: a note, not a bar at 0
     assert [t.get_text() for t in ax.texts] == ["n/a"]
-    assert len(ax.patches) == 4  # aa, fgt, bwt, fwt
+    assert len(ax.patches) == 5  # aa, aia, fgt, bwt, fwt; no gf without probes
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["AA ↑", "AIA ↑", "FGT ↓", "BWT ↑", "FWD ↑", "FWT ↑"]
+    [ax] = plots.bars([with_probes(run) for run in ONE]).axes
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "GF ↓"
     [ax] = plots.bars(SEEDS).axes
     assert any(getattr(c, "lines", None) for c in ax.containers)  # error bars over seeds
 
@@ -225,23 +241,24 @@ def test_errors():
     with pytest.raises(ClbenchError, match=r"unknown figure format '\.jpg'"):
         plots.save(plots.bars(ONE), "x.jpg")
     broken = {**ONE[0], "matrix": [[0.5]]}
-    with pytest.raises(ClbenchError, match=r"replay-s1: matrix has shape \(1, 1\)"):
+    with pytest.raises(ClbenchError, match=r"replay-s1: field 'matrix' is 1 x 1; expected 5 x 4"):
         plots.heatmap(broken)
     with pytest.raises(ClbenchError, match=r"no curves\.aa_k"):
         plots.stages([{**ONE[0], "curves": {}}])
 
 
-def test_load_runs_expands_folders_globs_and_files(tmp_path):
+def test_read_runs_expands_folders_globs_and_files(tmp_path):
     folders = write_runs(tmp_path / "runs", SEEDS)
-    by_folder = plots.load_runs([tmp_path / "runs"])
-    assert [r["run_id"] for r in by_folder] == ["replay-s1", "replay-s2", "replay-s3"]
-    mixed = plots.load_runs([str(tmp_path / "runs" / "*"), folders[0] / "results.json", folders[1]])
+    by_folder = read_runs([tmp_path / "runs"])
+    assert [r.run_id for r in by_folder] == ["replay-s1", "replay-s2", "replay-s3"]
+    mixed = read_runs([str(tmp_path / "runs" / "*"), folders[0] / "results.json", folders[1]])
     assert len(mixed) == 3  # each file once
+    assert plots.plot(mixed, "bars")  # figures take `Results` as well as results dicts
     with pytest.raises(ClbenchError, match=r"no results\.json matches"):
-        plots.load_runs([str(tmp_path / "nothing-*")])
+        read_runs([str(tmp_path / "nothing-*")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ClbenchError, match=r"no results\.json at or under"):
-        plots.load_runs([tmp_path / "empty"])
+        read_runs([tmp_path / "empty"])
 
 
 def test_runs_that_cannot_be_averaged_are_plotted_apart():

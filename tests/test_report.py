@@ -20,16 +20,15 @@ from scipy import stats
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.reporting.report import (
+from clbench.reporting.tables import latex_escape, tables
+from clbench.results.compare import comparable_groups
+from clbench.results.load import load_runs
+from clbench.results.stats import (
     BOOTSTRAP_RESAMPLES,
     aggregate,
-    comparable_groups,
     confidence_interval,
     holm,
-    latex_escape,
-    load_runs,
     significance,
-    tables,
     two_sample_test,
 )
 

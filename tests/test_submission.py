@@ -13,7 +13,7 @@ from clbench.cli import main
 from clbench.errors import ClbenchError
 from clbench.leaderboard import submission
 from clbench.leaderboard.submission import submit, validate_all, validate_file
-from clbench.reporting.report import load_runs
+from clbench.results.load import load_runs
 
 
 @pytest.fixture
@@ -63,22 +63,28 @@ def add_probes(content: dict) -> None:
         matrix = [[0.6, 0.5], [0.55, 0.5], [0.5, 0.45], [0.4, 0.5]]
         run["probes"] = {"names": ["arc_easy", "review-food"], "matrix": matrix}
         run["probes"]["general_forgetting"] = [0.6 - 0.4, 0.5 - 0.5]
+        run["metrics"]["gf"] = (0.6 - 0.4 + 0.5 - 0.5) / 2  # the mean over the probes
 
 
 def test_probe_results_are_checked_and_general_forgetting_recomputed(valid: Path) -> None:
     rewrite(valid, add_probes)
     assert validate_file(valid).ok, validate_file(valid).errors
+    rewrite(valid, lambda c: c["runs"][1]["metrics"].update(gf=0.5))
+    assert "runs[1].metrics.gf is 0.5 but the matrix gives 0.0999" in errors_of(valid)
+    rewrite(valid, lambda c: c["runs"][1]["metrics"].update(gf=0.1))
     rewrite(valid, lambda c: c["runs"][2]["probes"].update(general_forgetting=[0.0, 0.0]))
     assert "runs[2].probes.general_forgetting is [0.0, 0.0] but probes.matrix gives" in errors_of(
         valid
     )
     rewrite(valid, lambda c: c["runs"][0]["probes"]["matrix"].pop())
-    assert "runs[0].probes.matrix must have 4 rows, one per row of the matrix" in errors_of(valid)
+    assert "runs[0].probes.matrix is 3 x 2; expected 4 x 2 (a row per matrix row)" in errors_of(
+        valid
+    )
 
 
 def test_a_wrong_shape_is_rejected(valid: Path) -> None:
     rewrite(valid, lambda c: c["runs"][0]["matrix"].pop())
-    assert "runs[0].matrix must be 4 x 3 (T+1 rows of T tasks)" in errors_of(valid)
+    assert "runs[0].matrix is 3 x 3; expected 4 x 3 (T+1 rows of the T tasks)" in errors_of(valid)
 
 
 def test_a_value_outside_0_1_is_rejected(valid: Path) -> None:
@@ -137,7 +143,7 @@ def test_missing_budget_and_hyperparameters_are_rejected(valid: Path) -> None:
 
     text = errors_of(rewrite(valid, strip))
     assert "runs[0].budget.lr is missing" in text
-    assert "runs[1].method.hyperparameters is null; expected an object" in text
+    assert "runs[1].method.hyperparameters is missing" in text
 
 
 def test_runs_that_cannot_be_averaged_are_rejected(valid: Path) -> None:

@@ -1,7 +1,7 @@
 """The leaderboard: a Markdown table per sequence and a static site, built from submissions.
 
     leaderboard/submissions/...   the input (clbench.leaderboard.submission)
-    leaderboard/README.md         one table per sequence, sorted by AA: mean ± std and n
+    leaderboard/README.md         one table per sequence, ranked by AA: mean ± std and n
     leaderboard/site/             index.html, app.js, style.css: works from the file system
 
 The output depends only on the submissions (no dates), so CI can rebuild and compare.
@@ -22,14 +22,15 @@ import pandas as pd
 from clbench import __version__
 from clbench.errors import ClbenchError
 from clbench.leaderboard.submission import Checked, validate_all
-from clbench.metrics import METRIC_KEYS, METRIC_NAMES
-from clbench.reporting.report import aggregate, run_row
+from clbench.metrics import METRICS
 from clbench.results.io import write_text
+from clbench.results.load import runs_frame
+from clbench.results.schema import Results
+from clbench.results.stats import aggregate
 
 SITE_ASSETS = ("app.js", "style.css")
 DATA_PLACEHOLDER = "__CLBENCH_DATA__"
-# Column order of the tables; `higher_is_better` is False only for forgetting.
-COLUMNS = ("aa", "aia", "fgt", "bwt", "fwt", "fwd")
+RANK_BY = "aa"  # the metric that orders each table, best first
 
 
 def build(root: Path, data_dir: str | None = None, check: bool = False) -> list[Path]:
@@ -59,20 +60,34 @@ def leaderboard_entries(root: Path, data_dir: str | None = None) -> list[dict[st
     if errors:
         raise ClbenchError("invalid submissions:\n  " + "\n  ".join(errors))
     entries = [_entry(result, root) for result in checked]
-    return sorted(entries, key=lambda e: (e["sequence"], -_mean(e, "aa"), e["name"], e["model"]))
+    shown = columns(entries)
+    for entry in entries:
+        entry["metrics"] = {key: entry["metrics"][key] for key in shown}
+    return sorted(entries, key=lambda e: (e["sequence"], _rank(e), e["name"], e["model"]))
 
 
-def _mean(entry: dict[str, Any], key: str) -> float:
-    value = entry["metrics"][key]
-    return -math.inf if value is None else value["mean"]
+def columns(entries: list[dict[str, Any]]) -> list[str]:
+    """The metric columns, in the order of the metric table: every "matrix" metric, and a
+    "probes" metric (general forgetting) when some entry has it."""
+    return [
+        key
+        for key, metric in METRICS.items()
+        if metric.source == "matrix" or any(e["metrics"].get(key) for e in entries)
+    ]
+
+
+def _rank(entry: dict[str, Any]) -> float:
+    """Sorts best first by RANK_BY, entries without it last."""
+    value = entry["metrics"][RANK_BY]
+    if value is None:
+        return math.inf
+    return -value["mean"] if METRICS[RANK_BY].higher_is_better else value["mean"]
 
 
 def _entry(checked: Checked, root: Path) -> dict[str, Any]:
-    sub = checked.submission
-    runs = sub["runs"]
-    frame = pd.DataFrame([run_row(run, checked.path) for run in runs])
-    frame["order"] = frame["order"].astype("Int64")
-    stats = aggregate(frame, METRIC_KEYS, average_orders=True).set_index("metric")
+    sub, runs = checked.submission, checked.runs
+    frame = runs_frame(runs)
+    stats = aggregate(frame, list(METRICS), average_orders=True).set_index("metric")
     first = runs[0]
     return {
         "id": checked.path.relative_to(root / "submissions").with_suffix("").as_posix(),
@@ -80,23 +95,23 @@ def _entry(checked: Checked, root: Path) -> dict[str, Any]:
         "method": sub["method"],
         "model": sub["model"],
         "sequence": sub["sequence"],
-        "families": sorted({t["family"] for run in runs for t in run["sequence"]["tasks"]}),
+        "families": sorted({str(t.family) for run in runs for t in run.sequence.tasks}),
         "orders": sorted({int(o) for o in frame["order"].dropna()}),
         "n": len(runs),
-        "seeds": sorted({run["seed"] for run in runs}),
-        "metrics": {key: _stat(stats.loc[key]) for key in METRIC_KEYS},
-        "flags": sub["flags"],
-        "uses_task_id": bool(first["method"].get("uses_task_id")),
-        "extra_memory": first["method"].get("extra_memory"),
+        "seeds": sorted({run.seed for run in runs}),
+        "metrics": {key: _stat(stats.loc[key]) for key in METRICS},
+        "flags": checked.flags,
+        "uses_task_id": bool(first.method.uses_task_id),
+        "extra_memory": first.method.extra_memory,
         "paper": sub.get("paper"),
         "code": sub.get("code"),
         "submission": checked.path.relative_to(root).as_posix(),
         "details": {
-            "hyper-parameters": first["method"]["hyperparameters"],
-            "budget": first["budget"],
-            "model source": first["model"].get("source"),
-            "peft": first["model"].get("peft"),
-            "clbench version": ", ".join(sorted({str(r.get("clbench_version")) for r in runs})),
+            "hyper-parameters": first.method.hyperparameters,
+            "budget": first.budget,
+            "model source": first.model.source,
+            "peft": first.model.peft,
+            "clbench version": ", ".join(sorted({str(r.clbench_version) for r in runs})),
         },
         "matrices": _matrices(runs),
     }
@@ -109,15 +124,15 @@ def _stat(row: pd.Series) -> dict[str, float | int] | None:
     return {"mean": float(row["mean"]), "std": std, "n": int(row["n"])}
 
 
-def _matrices(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The mean matrix of each task order."""
-    by_sequence: dict[str, list[dict[str, Any]]] = {}
+def _matrices(runs: list[Results]) -> list[dict[str, Any]]:
+    """The mean matrix of each task order (validated submissions have no missing cell)."""
+    by_sequence: dict[str, list[Results]] = {}
     for run in runs:
-        by_sequence.setdefault(run["sequence"]["name"], []).append(run)
+        by_sequence.setdefault(run.sequence.name, []).append(run)
     matrices = []
     for name, members in sorted(by_sequence.items()):
-        tasks = [t["name"] for t in members[0]["sequence"]["tasks"]]
-        mean = np.mean([run["matrix"] for run in members], axis=0)
+        tasks = members[0].tasks
+        mean = np.mean([run.matrix for run in members], axis=0)
         matrices.append(
             {
                 "sequence": name,
@@ -142,6 +157,7 @@ def readme(entries: list[dict[str, Any]]) -> str:
         "Flags: fewer than 3 seeds, task identity used at inference, extra memory. "
         "The web version is `site/index.html`. How to submit: `docs/leaderboard.md`.\n",
     ]
+    shown = columns(entries)
     for sequence in sorted({e["sequence"] for e in entries}):
         rows = [e for e in entries if e["sequence"] == sequence]
         table = pd.DataFrame(
@@ -150,7 +166,7 @@ def readme(entries: list[dict[str, Any]]) -> str:
                     "rank": rank,
                     "name": _md(e["name"]),
                     "model": _md(e["model"]),
-                    **{key.upper(): _cell(e["metrics"][key]) for key in COLUMNS},
+                    **{METRICS[key].short: _cell(e["metrics"][key]) for key in shown},
                     "n": e["n"],
                     "flags": _md("; ".join(e["flags"])) or "",
                 }
@@ -178,19 +194,21 @@ def _cell(stat: dict[str, Any] | None) -> str:
 
 
 def site_data(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the page shows: the entries and the metric columns."""
+    """What the page shows: the entries, the metric columns with their direction (from the
+    metric table), and the metric that ranks the entries."""
     return {
         "title": "clbench leaderboard",
         "clbench_version": __version__,
         "metrics": [
             {
                 "key": key,
-                "short": key.upper(),
-                "name": METRIC_NAMES[key],
-                "higher_is_better": key != "fgt",
+                "short": METRICS[key].short,
+                "name": METRICS[key].name,
+                "higher_is_better": METRICS[key].higher_is_better,
             }
-            for key in COLUMNS
+            for key in columns(entries)
         ],
+        "rank_by": RANK_BY,
         "entries": entries,
     }
 

@@ -11,6 +11,7 @@ fingerprint from the registered task, and its errors name the file and the field
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from clbench import metrics
 from clbench.data import registry
 from clbench.errors import ClbenchError
-from clbench.reporting.report import comparable_groups, results_paths, run_row
-from clbench.results.io import SCHEMA_VERSION, load_results_file, to_json_value, write_json
+from clbench.results.compare import comparable_groups
+from clbench.results.io import write_json
+from clbench.results.load import read_runs, runs_frame, split_order
+from clbench.results.schema import Results, ResultsError, TaskInfo
 
 SUBMISSION_VERSION = 1
 MAX_BYTES = 5_000_000  # a 3-order x 5-seed submission of a 20-task sequence is ~2 MB
@@ -48,6 +49,7 @@ class Checked:
     errors: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     submission: dict[str, Any] | None = None
+    runs: list[Results] = field(default_factory=list)  # the submission's, when it is valid
 
     @property
     def ok(self) -> bool:
@@ -96,32 +98,34 @@ def validate_file(path: Path, data_dir: str | None = None) -> Checked:
     validator = _Validator(data_dir)
     checked.errors = [f"{path}: {problem}" for problem in validator.submission(submission)]
     if checked.ok:
-        checked.submission = submission
-        checked.flags = flags(submission["runs"])
+        checked.submission, checked.runs = submission, validator.runs
+        checked.flags = flags(checked.runs)
     return checked
 
 
-def flags(runs: list[dict[str, Any]]) -> list[str]:
+def flags(runs: list[Results]) -> list[str]:
     """What a reader must know to judge a comparison: few seeds, task identity, extra memory."""
     found = []
-    seeds = Counter(run["sequence"]["name"] for run in runs)
+    seeds = Counter(run.sequence.name for run in runs)
     for sequence, n in sorted(seeds.items()):
         if n < MIN_SEEDS:
             found.append(f"fewer than {MIN_SEEDS} seeds ({n} on {sequence})")
-    method = runs[0]["method"]
-    if method.get("uses_task_id"):
+    method = runs[0].method
+    if method.uses_task_id:
         found.append("uses the task id at inference")
-    if method.get("extra_memory"):
-        found.append(f"extra memory: {method['extra_memory']}")
+    if method.extra_memory:
+        found.append(f"extra memory: {method.extra_memory}")
     return found
 
 
 class _Validator:
-    """Collects problems as `field: why` strings; task data is loaded once per budget."""
+    """Collects problems as `field: why` strings; task data is loaded once per budget. The runs
+    of a valid submission are left in `runs`."""
 
     def __init__(self, data_dir: str | None) -> None:
         self.data_dir = data_dir
         self.fingerprints: dict[tuple, dict[str, str] | str] = {}
+        self.runs: list[Results] = []
 
     def submission(self, sub: dict[str, Any]) -> list[str]:
         problems = []
@@ -147,42 +151,23 @@ class _Validator:
             problems += [f"runs[{i}].{p}" for p in self.run(run, sub)]
         if problems:
             return problems
-        return self.together(runs)
+        return self.together(self.runs)
 
-    def run(self, run: Any, sub: dict[str, Any]) -> list[str]:
+    def run(self, content: Any, sub: dict[str, Any]) -> list[str]:
         """One results.json: its schema, its data and its numbers."""
-        if not isinstance(run, dict):
-            return [f"must be a results object, got {type(run).__name__}"]
-        if run.get("schema_version") != SCHEMA_VERSION:
-            return [
-                f"schema_version is {run.get('schema_version')!r}; "
-                f"this clbench reads version {SCHEMA_VERSION}"
-            ]
-        problems = []
-        for path, kind in [
-            ("run_id", str),
-            ("seed", int),
-            ("sequence", dict),
-            ("sequence.name", str),
-            ("sequence.tasks", list),
-            ("method", dict),
-            ("method.name", str),
-            ("method.hyperparameters", dict),
-            ("model", dict),
-            ("model.name", str),
-            ("budget", dict),
-            ("metrics", dict),
-            ("matrix", list),
-        ]:
-            value = _get(run, path)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                problems.append(f"{path} is {_show(value)}; expected {_KINDS[kind]}")
-        if problems:
-            return problems
-        for key, expected in [("method.name", "method"), ("model.name", "model")]:
-            if _get(run, key) != sub[expected]:
-                problems.append(f"{key} is {_get(run, key)!r}, not the submission's {expected}")
-        budget = run["budget"]
+        if not isinstance(content, dict):
+            return [f"must be a results object, got {type(content).__name__}"]
+        try:
+            run = Results.from_json(content, "submission")
+        except ResultsError as err:
+            return [f"{err.field} {err.problem}"]
+        self.runs.append(run)
+        problems = [
+            f"{key}.name is {found!r}, not the submission's {key}"
+            for key, found in [("method", run.method.name), ("model", run.model.name)]
+            if found != sub[key]
+        ]
+        budget = run.budget
         if "steps_per_task" not in budget and "epochs" not in budget:
             problems.append("budget has neither 'steps_per_task' nor 'epochs'")
         problems += [f"budget.{key} is missing" for key in REQUIRED_BUDGET if key not in budget]
@@ -194,31 +179,28 @@ class _Validator:
             return problems
         return self.sequence(run, sub) or self.numbers(run)
 
-    def sequence(self, run: dict[str, Any], sub: dict[str, Any]) -> list[str]:
+    def sequence(self, run: Results, sub: dict[str, Any]) -> list[str]:
         """The sequence is registered, in the submission's group, and on the registered data."""
-        name = run["sequence"]["name"]
+        name = run.sequence.name
         known = registry.sequence_names()
         if name not in known:
             return [f"sequence.name: unknown sequence {name!r}"]
-        group = re.sub(r"-order\d+\Z", "", name)
-        if group != sub["sequence"]:
+        if split_order(name)[0] != sub["sequence"]:
             return [f"sequence.name {name!r} is not in the submission's {sub['sequence']!r}"]
         expected = registry.load_sequence(name).tasks
-        tasks = run["sequence"]["tasks"]
-        names = [t.get("name") if isinstance(t, dict) else None for t in tasks]
-        if names != list(expected):
-            return [f"sequence.tasks are {names}; {name} is registered as {list(expected)}"]
+        if run.tasks != list(expected):
+            return [f"sequence.tasks are {run.tasks}; {name} is registered as {list(expected)}"]
         problems = []
-        for j, task in enumerate(tasks):
-            problems += [f"sequence.tasks[{j}].{p}" for p in self.task(task, run["budget"])]
+        for j, task in enumerate(run.sequence.tasks):
+            problems += [f"sequence.tasks[{j}].{p}" for p in self.task(task, run.budget)]
         return problems
 
-    def task(self, recorded: dict[str, Any], budget: dict[str, Any]) -> list[str]:
-        task = registry.load_task(recorded["name"])
+    def task(self, recorded: TaskInfo, budget: dict[str, Any]) -> list[str]:
+        task = registry.load_task(recorded.name)
         problems = [
-            f"{key} is {recorded.get(key)!r}; task {task.name} has {key} {want!r}"
+            f"{key} is {getattr(recorded, key)!r}; task {task.name} has {key} {want!r}"
             for key, want in [("family", task.family), ("metric", task.metric)]
-            if recorded.get(key) != want
+            if getattr(recorded, key) != want
         ]
         limits = (budget.get("max_train_examples"), budget.get("max_test_examples"))
         key = (task.name, *map(repr, limits))
@@ -235,89 +217,67 @@ class _Validator:
         if isinstance(registered, str):
             return [*problems, registered]
         for field_name, want in registered.items():
-            if recorded.get(field_name) != want:
+            if getattr(recorded, field_name) != want:
                 problems.append(
-                    f"{field_name} {recorded.get(field_name)!r} does not match the registered "
-                    f"data of {task.name} ({want}): the results are not on the same examples"
+                    f"{field_name} {getattr(recorded, field_name)!r} does not match the "
+                    f"registered data of {task.name} ({want}): the results are not on the same "
+                    "examples"
                 )
         return problems
 
-    def numbers(self, run: dict[str, Any]) -> list[str]:
-        """Matrix shape and range, then every metric recomputed from it."""
-        n = len(run["sequence"]["tasks"])
-        matrix = run["matrix"]
-        if len(matrix) != n + 1 or any(not isinstance(r, list) or len(r) != n for r in matrix):
-            shape = [len(r) if isinstance(r, list) else _show(r) for r in matrix]
-            return [f"matrix must be {n + 1} x {n} (T+1 rows of T tasks); row lengths {shape}"]
-        for i, row in enumerate(matrix):
+    def numbers(self, run: Results) -> list[str]:
+        """Every cell a fraction, then every metric of the table recomputed from the matrix
+        (and the probe matrix)."""
+        for i, row in enumerate(run.matrix):
             for j, value in enumerate(row):
                 if not _fraction(value):
                     return [f"matrix[{i}][{j}] is {_show(value)}; expected a number in [0, 1]"]
-        single = run.get("single_task")
-        if single is not None and not (
-            isinstance(single, list) and len(single) == n and all(map(_fraction, single))
-        ):
-            return [f"single_task must be null or {n} numbers in [0, 1]"]
-        recomputed = metrics.compute(matrix, single)
-        problems = []
-        for key in metrics.METRIC_KEYS:
-            claimed, value = run["metrics"].get(key, "missing"), recomputed[key]
-            expected = None if math.isnan(value) else value
+        single = run.single_task
+        if single is not None and not all(map(_fraction, single)):
+            return [f"single_task must be null or {len(single)} numbers in [0, 1]"]
+        problems = self.probes(run)
+        if problems:
+            return problems
+        probe_matrix = None if run.probes is None else run.probes.matrix
+        recomputed = metrics.compute_all(run.matrix, single, probe_matrix)
+        for key, value in recomputed.items():
+            claimed, expected = run.metrics.get(key), None if math.isnan(value) else value
             if not _same(claimed, expected):
                 problems.append(
                     f"metrics.{key} is {_show(claimed)} but the matrix gives {_show(expected)}"
                 )
-        return problems + self.probes(run)
+        return problems
 
-    def probes(self, run: dict[str, Any]) -> list[str]:
-        """The probe block, if any: a row per matrix row, and general forgetting recomputed."""
-        block = run.get("probes")
+    def probes(self, run: Results) -> list[str]:
+        """The probe block, if any: no missing cell, and general forgetting recomputed."""
+        block = run.probes
         if block is None:
             return []
-        names = block.get("names") if isinstance(block, dict) else None
-        if not isinstance(names, list) or not names:
-            return ["probes must be null or an object with a non-empty list 'names'"]
-        rows, width, matrix = len(run["matrix"]), len(names), block.get("matrix")
-        if not isinstance(matrix, list) or len(matrix) != rows:
-            return [f"probes.matrix must have {rows} rows, one per row of the matrix"]
-        for i, row in enumerate(matrix):
-            if not isinstance(row, list) or len(row) != width:
-                return [f"probes.matrix[{i}] must have {width} values, one per probe"]
+        for i, row in enumerate(block.matrix):
             for j, value in enumerate(row):
-                if not _number(value):
-                    return [f"probes.matrix[{i}][{j}] is {_show(value)}; expected a number"]
-        expected = metrics.general_forgetting(matrix)
-        claimed = block.get("general_forgetting")
-        if not isinstance(claimed, list) or len(claimed) != width:
-            return [f"probes.general_forgetting is {_show(claimed)}; expected {width} numbers"]
-        if not all(map(_same, claimed, expected)):
+                if value is None:
+                    return [f"probes.matrix[{i}][{j}] is null; expected a number"]
+        expected = metrics.general_forgetting(block.matrix)
+        if not all(map(_same, block.general_forgetting, expected)):
             return [
-                f"probes.general_forgetting is {_show(claimed)} but probes.matrix gives "
-                f"{_show(expected)}"
+                f"probes.general_forgetting is {_show(block.general_forgetting)} but "
+                f"probes.matrix gives {_show(expected)}"
             ]
         return []
 
-    def together(self, runs: list[dict[str, Any]]) -> list[str]:
+    def together(self, runs: list[Results]) -> list[str]:
         """The runs of one submission are distinct and may be averaged together."""
-        seen = Counter((run["sequence"]["name"], run["seed"]) for run in runs)
+        seen = Counter((run.sequence.name, run.seed) for run in runs)
         twice = [f"{s} seed {k}" for (s, k), n in seen.items() if n > 1]
         if twice:
             return [f"runs: more than one run of {', '.join(twice)}"]
-        frame = pd.DataFrame([run_row(run, Path(f"runs[{i}]")) for i, run in enumerate(runs)])
-        frame["order"] = frame["order"].astype("Int64")
-        grouped, notes = comparable_groups(frame, average_orders=True)
+        try:
+            grouped, notes = comparable_groups(runs_frame(runs), average_orders=True)
+        except ClbenchError as err:
+            return [f"runs: {err}"]
         if grouped["variant"].max() > 1:
             return [f"runs: {notes[0]}; submit each variant under its own --name"]
         return []
-
-
-_KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
-
-
-def _get(value: Any, path: str) -> Any:
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def _show(value: Any) -> str:
@@ -332,10 +292,6 @@ def _fraction(value: Any) -> bool:
         and math.isfinite(value)
         and 0.0 <= value <= 1.0
     )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same(claimed: Any, expected: float | None) -> bool:
@@ -363,10 +319,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unnamed"
 
 
-def default_name(run: dict[str, Any]) -> str:
-    peft = (run.get("model") or {}).get("peft")
-    kind = peft.get("type") if isinstance(peft, dict) else None
-    return run["method"]["name"] + (f" + {PEFT_NAMES.get(kind, kind)}" if kind else "")
+def default_name(run: Results) -> str:
+    kind = run.model.peft_type
+    return run.method.name + (f" + {PEFT_NAMES.get(kind, kind)}" if kind else "")
 
 
 def submit(
@@ -382,38 +337,32 @@ def submit(
 
     Nothing is written unless every submission passes.
     """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for path in results_paths(runs):
-        for run in load_results_file(path):
-            if not isinstance(run.get("sequence"), dict) or not isinstance(run.get("model"), dict):
-                raise ClbenchError(f"{path}: not a clbench results file (no sequence or model)")
-            group = re.sub(r"-order\d+\Z", "", str(run["sequence"].get("name")))
-            label = name or default_name(run)
-            groups.setdefault((group, label, str(run["model"].get("name"))), []).append(run)
+    groups: dict[tuple[str, str, str], list[Results]] = {}
+    for run in read_runs(runs):
+        group = split_order(run.sequence.name)[0]
+        groups.setdefault((group, name or default_name(run), run.model.name), []).append(run)
     pending = []
     for (group, label, model), members in groups.items():
+        published = sorted(map(_published, members), key=lambda r: (r.sequence.name, r.seed))
         submission = {
             "submission_version": SUBMISSION_VERSION,
             "name": label,
             "sequence": group,
-            "method": members[0]["method"]["name"],
+            "method": members[0].method.name,
             "model": model,
             "paper": paper,
             "code": code,
-            "runs": sorted(
-                (_published(run) for run in members),
-                key=lambda r: (r["sequence"]["name"], r["seed"]),
-            ),
+            "runs": [run.to_json() for run in published],
         }
         target = submission_path(root, submission)
-        problems = _Validator(data_dir).submission(to_json_value(submission))
+        problems = _Validator(data_dir).submission(submission)
         if problems:
             raise ClbenchError(
                 f"not submitted ({label} on {group} with {model}):\n  " + "\n  ".join(problems)
             )
         if target.exists() and not replace:
             raise ClbenchError(f"{target} exists; pass --replace to overwrite it")
-        submission["flags"] = flags(submission["runs"])
+        submission["flags"] = flags(published)
         pending.append((target, submission))
     for target, submission in pending:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -421,11 +370,11 @@ def submit(
     return [target for target, _ in pending]
 
 
-def _published(run: dict[str, Any]) -> dict[str, Any]:
-    config = run.get("config")
-    if isinstance(config, dict):
-        run = {**run, "config": {k: v for k, v in config.items() if k not in PRIVATE_CONFIG}}
-    return run
+def _published(run: Results) -> Results:
+    if run.config is None:
+        return run
+    private = {k: v for k, v in run.config.items() if k not in PRIVATE_CONFIG}
+    return dataclasses.replace(run, config=private)
 
 
 def validate_all(root: Path, data_dir: str | None = None) -> list[Checked]:
@@ -440,16 +389,17 @@ def validate_all(root: Path, data_dir: str | None = None) -> list[Checked]:
             continue
         result = validate_file(path, data_dir)
         if result.ok:
-            result.errors += _placement(path, root, result.submission)
+            result.errors += _placement(path, root, result)
         checked.append(result)
     return checked
 
 
-def _placement(path: Path, root: Path, submission: dict[str, Any]) -> list[str]:
+def _placement(path: Path, root: Path, checked: Checked) -> list[str]:
+    submission = checked.submission
     expected = submission_path(root, submission)
     if path.resolve() != expected.resolve():
         return [f"{path}: should be at {expected.relative_to(root)} (its sequence, name, model)"]
-    wanted = flags(submission["runs"])
+    wanted = checked.flags
     if submission.get("flags") != wanted:
         return [f"{path}: field 'flags' is {submission.get('flags')!r}; expected {wanted!r}"]
     return []

@@ -1,29 +1,33 @@
 """Paper figures made from results files only (never from a live run).
 
 Each plot function returns a matplotlib Figure, so it can be restyled before `save` writes it.
-Several runs of one method (seeds) are averaged; bands and error bars are 95% t intervals over
-them. `save` removes dates from PDF and SVG files, so the same runs give the same bytes.
+Runs are `Results` (`clbench.results.load.read_runs`) or results.json content. Several runs of
+one method (seeds) are averaged; bands and error bars are the 95% CI of the mean that the
+report's tables give (`clbench.results.stats.confidence_interval`). `save` removes dates from
+PDF and SVG files, so the same runs give the same bytes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from matplotlib import colormaps, rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from scipy import stats
 
 from clbench.errors import ClbenchError, unknown_name
-from clbench.reporting.report import comparable_groups, results_paths, run_row
-from clbench.results.io import load_results_file
+from clbench.metrics import METRICS
+from clbench.results.compare import comparable_groups
+from clbench.results.load import reported_metrics, runs_frame
+from clbench.results.schema import Results, as_results
+from clbench.results.stats import mean_ci
 
-Run = dict[str, Any]
+Run = Results | Mapping[str, Any]  # Results, or results.json content
 
 KINDS = ("heatmap", "curves", "stages", "bars", "general")
 WIDTHS = {"single": 3.5, "double": 7.0}  # inches: one or both columns of a two-column paper
@@ -32,7 +36,6 @@ FORMATS = (".pdf", ".png", ".svg")
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 DASHES = ("-", "--", ":", "-.")  # past 8 lines the colours repeat with another dash
 HATCHES = ("", "///", "...", "xxx")  # the same for bars
-BAR_METRICS = {"aa": "AA ↑", "fgt": "FGT ↓", "bwt": "BWT ↑", "fwd": "FWD ↑", "fwt": "FWT ↑"}
 STAGE_CURVES = {"aa_k": "AA$_k$", "aia_k": "AIA$_k$"}
 STYLE = {  # sizes are at print size: figures are made at the width they are printed
     "font.size": 8,
@@ -58,11 +61,6 @@ ANNOTATION_PT = 7
 CHAR_PT = 0.6 * ANNOTATION_PT  # rough width of one character at 7 pt, to plan space
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """The results of run folders, results files and globs, as `clbench report` reads them."""
-    return [results for path in results_paths(paths) for results in load_results_file(path)]
-
-
 def plot(runs: Sequence[Run], kind: str, width: str = "single") -> Figure:
     """The figure of one kind (see KINDS) for these runs."""
     if kind not in KINDS:
@@ -86,7 +84,7 @@ def save(fig: Figure, path: str | Path) -> Path:
 def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
     """The annotated (T+1) x T matrix in percent (the mean matrix for several runs of one
     method); row 0 is the model before training, grey cells are missing."""
-    runs = [runs] if isinstance(runs, dict) else list(runs)
+    runs = _results([runs] if isinstance(runs, (Results, Mapping)) else runs)
     tasks = _tasks(runs)
     groups = _by_method(runs)
     if len(groups) > 1:
@@ -95,7 +93,9 @@ def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
             "give the runs of one method, or plot curves, stages or bars"
         )
     [(method, group)] = groups.items()
-    matrix = _mean_ci(np.stack([_matrix(run, len(tasks)) for run in group]) * 100)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell null in every run stays NaN
+        matrix = np.nanmean([_matrix(run) for run in group], axis=0) * 100
     longest = max(map(len, [*tasks, "before training"]))
     with rc_context(STYLE):
         fig = Figure(
@@ -114,7 +114,7 @@ def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
         ax.axhline(0.5, color="white", linewidth=1.5)  # the base model above, the stages below
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training on")
-        ax.set_title(f"{method} on {_field(group[0], 'sequence', 'name')}\n{_describe(group)}")
+        ax.set_title(f"{method} on {group[0].sequence.name}\n{_describe(group)}")
         fig.colorbar(image, ax=ax, label="score (%)", pad=0.02, fraction=0.06)
         _annotate(fig, ax, matrix)
     return fig
@@ -148,14 +148,14 @@ def _annotate(fig: Figure, ax: Axes, matrix: np.ndarray) -> None:
 def curves(runs: Sequence[Run], width: str = "single") -> Figure:
     """Each task's score after every stage 0..T, one line per task and one panel per method;
     a marker where the task was trained; with several runs, the mean and its 95% CI band."""
-    runs = list(runs)
+    runs = _results(runs)
     tasks = _tasks(runs)
     groups = _by_method(runs)
     stage = np.arange(len(tasks) + 1)
     with rc_context(STYLE):
         fig, panels = _panels(len(groups), width, legend_entries=tasks, height=1.8)
         for ax, (method, group) in zip(panels, groups.items(), strict=True):
-            mean, half = _mean_ci(np.stack([_matrix(run, len(tasks)) for run in group]) * 100)
+            mean, low, high = mean_ci(np.stack([_matrix(run) for run in group]) * 100)
             for j, task in enumerate(tasks):
                 color, dash = _look(j)
                 ax.plot(
@@ -170,7 +170,7 @@ def curves(runs: Sequence[Run], width: str = "single") -> Figure:
                 alone = _isolated(mean[:, j])  # a line cannot show a value between gaps
                 ax.plot(stage[alone], mean[alone, j], ".", color=color)
                 if len(group) > 1:
-                    _band(ax, stage, mean[:, j], half[:, j], color)
+                    _band(ax, stage, low[:, j], high[:, j], color)
             ax.set_title(f"{method} · {_describe(group)}")
             ax.set_xticks(_ticks(stage))
         _label(panels, "stage (0 = before training)", "score (%)")
@@ -180,7 +180,7 @@ def curves(runs: Sequence[Run], width: str = "single") -> Figure:
 
 def stages(runs: Sequence[Run], width: str = "single") -> Figure:
     """AA_k and AIA_k after each stage k, one line per method; CI bands over several runs."""
-    runs = list(runs)
+    runs = _results(runs)
     tasks = _tasks(runs)
     groups = _by_method(runs)
     k = np.arange(1, len(tasks) + 1)
@@ -199,20 +199,18 @@ def stages(runs: Sequence[Run], width: str = "single") -> Figure:
 def general(runs: Sequence[Run], width: str = "single") -> Figure:
     """Each general-ability probe's score after every stage 0..T (`--probes`), one panel per
     probe and one line per method; CI bands over several runs."""
-    runs = list(runs)
+    runs = _results(runs)
     tasks = _tasks(runs)
     probes = _probes(runs)
     groups = _by_method(runs)
     stage = np.arange(len(tasks) + 1)
     labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
-    shape = (len(tasks) + 1, len(probes))
     with rc_context(STYLE):
         fig, panels = _panels(len(probes), width, legend_entries=labels)
         for j, (ax, probe) in enumerate(zip(panels, probes, strict=True)):
 
-            def column(run: Run, j: int = j) -> np.ndarray:
-                matrix = _field(run, "probes", "matrix")
-                return _numbers(run, matrix, shape, "probes.matrix")[:, j]
+            def column(run: Results, j: int = j) -> np.ndarray:
+                return np.array(run.probes.matrix, dtype=float)[:, j]  # null -> NaN
 
             _method_lines(ax, stage, labels, groups, column)
             ax.set_title(probe)
@@ -226,33 +224,35 @@ def _method_lines(
     ax: Axes,
     x: np.ndarray,
     labels: list[str],
-    groups: dict[str, list[Run]],
-    values: Callable[[Run], np.ndarray],
+    groups: dict[str, list[Results]],
+    values: Callable[[Results], np.ndarray],
 ) -> None:
     """One line per method: the mean of `values` over its runs, in percent, with a CI band."""
     for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
-        mean, half = _mean_ci(np.stack([values(run) for run in group]) * 100)
+        mean, low, high = mean_ci(np.stack([values(run) for run in group]) * 100)
         color, dash = _look(i)
         ax.plot(x, mean, color=color, linestyle=dash, marker="o", label=label)
         if len(group) > 1:
-            _band(ax, x, mean, half, color)
+            _band(ax, x, low, high, color)
 
 
 def bars(runs: Sequence[Run], width: str = "single") -> Figure:
-    """AA, FGT, BWT, FWD and FWT per method (grouped bars) with 95% CI error bars over runs;
-    undefined (null) metrics are marked n/a, never drawn as 0."""
-    runs = list(runs)
+    """Every metric of the metric table per method (grouped bars; a probe metric only for runs
+    with probes) with 95% CI error bars over runs; undefined (null) metrics are marked n/a,
+    never drawn as 0."""
+    runs = _results(runs)
     _tasks(runs)
     groups = _by_method(runs)
     labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
-    x = np.arange(len(BAR_METRICS))
+    keys = reported_metrics(runs_frame(runs))
+    x = np.arange(len(keys))
     bar = 0.8 / len(groups)
     means = []
     with rc_context(STYLE):
         fig, [ax] = _panels(1, width, legend_entries=labels, height=1.9)
         for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
-            values = np.array([[_metric(run, key) for key in BAR_METRICS] for run in group])
-            mean, half = _mean_ci(values * 100)
+            values = np.array([[run.metric(key) for key in keys] for run in group])
+            mean, low, high = mean_ci(values * 100)
             means.append(mean)
             where = x - 0.4 + bar * (i + 0.5)
             shown = ~np.isnan(mean)
@@ -266,17 +266,17 @@ def bars(runs: Sequence[Run], width: str = "single") -> Figure:
                 hatch=HATCHES[i // len(PALETTE) % len(HATCHES)],
                 edgecolor="white",
                 linewidth=0.3,
-                yerr=half[shown] if len(group) > 1 else None,
+                yerr=np.stack([mean - low, high - mean])[:, shown] if len(group) > 1 else None,
                 capsize=1.5,
                 error_kw={"elinewidth": 0.8, "capthick": 0.8},
             )
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xticks(x, list(BAR_METRICS.values()))
+        ax.set_xticks(x, [f"{METRICS[key].short} {METRICS[key].arrow}" for key in keys])
         ax.set_ylabel("value (%)")
         missing = np.isnan(np.array(means))  # methods x metrics
         if missing.any():
             _mark_missing(ax, missing, x, bar)
-            ax.set_xlabel(_missing_note(missing, list(groups)), fontsize=ANNOTATION_PT)
+            ax.set_xlabel(_missing_note(missing, keys, list(groups)), fontsize=ANNOTATION_PT)
         _legend(fig, ax, "method")
     return fig
 
@@ -301,10 +301,11 @@ def _mark_missing(ax: Axes, missing: np.ndarray, x: np.ndarray, bar: float) -> N
             )
 
 
-def _missing_note(missing: np.ndarray, methods: list[str]) -> str:
+def _missing_note(missing: np.ndarray, keys: Sequence[str], methods: list[str]) -> str:
     parts = [
-        f"{key.upper()} ({'all methods' if column.all() else ', '.join(np.array(methods)[column])})"
-        for key, column in zip(BAR_METRICS, missing.T, strict=True)
+        f"{METRICS[key].short} "
+        f"({'all methods' if column.all() else ', '.join(np.array(methods)[column])})"
+        for key, column in zip(keys, missing.T, strict=True)
         if column.any()
     ]
     return "n/a: undefined (null): " + "; ".join(parts)
@@ -313,24 +314,17 @@ def _missing_note(missing: np.ndarray, methods: list[str]) -> str:
 # ---- reading runs ----------------------------------------------------------------------------
 
 
-def _field(run: Run, *keys: str) -> Any:
-    value: Any = run
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            raise ClbenchError(f"run {run.get('run_id', '?')}: results have no {'.'.join(keys)}")
-        value = value[key]
-    return value
+def _results(runs: Sequence[Run]) -> list[Results]:
+    return [as_results(run) for run in runs]
 
 
-def _tasks(runs: Sequence[Run]) -> list[str]:
+def _tasks(runs: Sequence[Results]) -> list[str]:
     """The task names all runs share; a ClbenchError naming the runs if they differ."""
     if not runs:
         raise ClbenchError("no runs to plot")
     sequences: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for run in runs:
-        tasks = tuple(task["name"] for task in _field(run, "sequence", "tasks"))
-        key = (_field(run, "sequence", "name"), tasks)
-        sequences.setdefault(key, []).append(str(_field(run, "run_id")))
+        sequences.setdefault((run.sequence.name, tuple(run.tasks)), []).append(run.run_id)
     if len(sequences) > 1:
         listing = "; ".join(
             f"{name} ({', '.join(tasks)}): {', '.join(ids)}"
@@ -341,78 +335,54 @@ def _tasks(runs: Sequence[Run]) -> list[str]:
     return list(tasks)
 
 
-def _probes(runs: Sequence[Run]) -> list[str]:
+def _probes(runs: Sequence[Results]) -> list[str]:
     """'name (metric)' of the probes all runs share; a ClbenchError if any has none or others."""
     found: dict[tuple[str, ...], list[str]] = {}
     for run in runs:
-        if not run.get("probes"):
-            raise ClbenchError(
-                f"run {run.get('run_id', '?')} has no probe results; run it with --probes"
-            )
-        names, metrics = _field(run, "probes", "names"), _field(run, "probes", "metrics")
-        key = tuple(f"{n} ({m})" for n, m in zip(names, metrics, strict=True))
-        found.setdefault(key, []).append(str(run.get("run_id")))
+        if run.probes is None:
+            raise ClbenchError(f"run {run.run_id} has no probe results; run it with --probes")
+        found.setdefault(tuple(run.probes.labels()), []).append(run.run_id)
     if len(found) > 1:
         listing = "; ".join(f"{', '.join(k)}: {', '.join(ids)}" for k, ids in found.items())
         raise ClbenchError(f"the runs of one plot must share their probes; got {listing}")
     return list(next(iter(found)))
 
 
-def _by_method(runs: Sequence[Run]) -> dict[str, list[Run]]:
+def _by_method(runs: Sequence[Results]) -> dict[str, list[Results]]:
     """Runs by method, each group sorted by run id. Runs of one method that `clbench report`
     would not average (other test data, budget, model or hyper-parameters) form groups of
     their own, `method [1]`, `method [2]`, as in its tables."""
-    rows = pd.DataFrame([run_row(run, Path(str(run.get("run_id")))) for run in runs])
-    labelled, _ = comparable_groups(rows)
-    groups: dict[str, list[Run]] = {}
+    labelled, _ = comparable_groups(runs_frame(runs))
+    groups: dict[str, list[Results]] = {}
     for run, label in zip(runs, labelled["row"], strict=True):
         groups.setdefault(label, []).append(run)
-    return {name: sorted(group, key=lambda r: str(r["run_id"])) for name, group in groups.items()}
+    return {name: sorted(group, key=lambda r: r.run_id) for name, group in groups.items()}
 
 
-def _numbers(run: Run, value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
-    try:
-        array = np.array(value, dtype=float)  # null -> NaN
-    except (TypeError, ValueError) as err:
-        raise ClbenchError(f"run {run['run_id']}: {where} is not numbers or null ({err})") from err
-    if array.shape != shape:
+def _matrix(run: Results) -> np.ndarray:
+    return np.array(run.matrix, dtype=float)  # null -> NaN; the shape is the schema's
+
+
+def _curve(run: Results, key: str, n_tasks: int) -> np.ndarray:
+    values = (run.curves or {}).get(key)
+    if values is None:
+        raise ClbenchError(f"run {run.run_id}: results have no curves.{key}")
+    if len(values) != n_tasks:
         raise ClbenchError(
-            f"run {run['run_id']}: {where} has shape {array.shape}, expected {shape} "
-            f"for {shape[-1]} tasks"
+            f"run {run.run_id}: curves.{key} has {len(values)} values, expected {n_tasks}"
         )
-    return array
+    return np.array(values, dtype=float)
 
 
-def _matrix(run: Run, n_tasks: int) -> np.ndarray:
-    return _numbers(run, _field(run, "matrix"), (n_tasks + 1, n_tasks), "matrix")
-
-
-def _curve(run: Run, key: str, n_tasks: int) -> np.ndarray:
-    return _numbers(run, _field(run, "curves", key), (n_tasks,), f"curves.{key}")
-
-
-def _metric(run: Run, key: str) -> float:
-    return float(_numbers(run, _field(run, "metrics", key), (), f"metrics.{key}"))
-
-
-def _mean_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over the first axis and the half-width of its 95% t interval, leaving NaN out;
-    the half-width is NaN where fewer than two values remain."""
-    flat = pd.DataFrame(values.reshape(len(values), -1))
-    half = stats.t.ppf(0.975, flat.count() - 1) * flat.sem()
-    shape = values.shape[1:]
-    return flat.mean().to_numpy().reshape(shape), half.to_numpy().reshape(shape)
-
-
-def _count(group: list[Run]) -> str:
+def _count(group: list[Results]) -> str:
     return "1 run" if len(group) == 1 else f"n={len(group)}"
 
 
-def _describe(group: list[Run]) -> str:
+def _describe(group: list[Results]) -> str:
     """The model and which runs: 'model, seed 3' or 'model, mean of 3 runs'."""
-    models = ", ".join(dict.fromkeys(str(_field(run, "model", "name")) for run in group))
+    models = ", ".join(dict.fromkeys(run.model.name for run in group))
     if len(group) == 1:
-        return f"{models}, seed {group[0].get('seed')}"
+        return f"{models}, seed {group[0].seed}"
     return f"{models}, mean of {len(group)} runs"
 
 
@@ -484,5 +454,5 @@ def _isolated(values: np.ndarray) -> np.ndarray:
     return ~gap[1:-1] & gap[:-2] & gap[2:]
 
 
-def _band(ax: Axes, x: np.ndarray, mean: np.ndarray, half: np.ndarray, color: str) -> None:
-    ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)
+def _band(ax: Axes, x: np.ndarray, low: np.ndarray, high: np.ndarray, color: str) -> None:
+    ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)

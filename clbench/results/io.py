@@ -1,4 +1,4 @@
-"""A run's files: results.json (SPEC section 4), and the progress state that `--resume` reads.
+"""A run's files: results.json (docs/results-schema.md), and the state that `--resume` reads.
 
 Only JSON and safetensors are written or read; every write goes to a temporary file that is
 then renamed, so a file is either whole or absent.
@@ -24,8 +24,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from clbench.errors import ClbenchError
-
-SCHEMA_VERSION = 1
+from clbench.results.schema import Results, is_results
 
 
 def to_json_value(value: Any) -> Any:
@@ -66,37 +65,26 @@ def read_json(path: Path) -> Any:
         raise ClbenchError(f"{path}: not valid JSON ({err})") from err
 
 
-def load_results(run: str | Path) -> dict[str, Any]:
+def read_results(run: str | Path) -> Results:
     """results.json of a finished run, given the run folder or the file itself."""
     path = Path(run)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
         raise ClbenchError(f"no results.json at {path} (is the run finished?)")
-    return _results(read_json(path), path)
-
-
-def _is_results(content: Any) -> bool:
-    return isinstance(content, dict) and "matrix" in content
-
-
-def _results(content: Any, path: Path) -> dict[str, Any]:
-    if not _is_results(content):
-        raise ClbenchError(f"{path}: not a clbench results file (no 'matrix')")
-    return content
-
-
-def load_results_file(path: str | Path) -> list[dict[str, Any]]:
-    """The runs in a results file: one for results.json, all of them for a leaderboard
-    submission (which holds each run's results.json content under `runs`)."""
-    path = Path(path)
     content = read_json(path)
-    if isinstance(content, dict) and "submission_version" in content:
-        runs = content.get("runs")
-        if not isinstance(runs, list) or not all(map(_is_results, runs)):
-            raise ClbenchError(f"{path}: field 'runs' must be a list of results objects")
-        return runs
-    return [_results(content, path)]
+    if not is_results(content):
+        raise ClbenchError(f"{path}: not a clbench results file (no 'matrix')")
+    return Results.from_json(content, str(path))
+
+
+def load_results(run: str | Path) -> dict[str, Any]:
+    """The JSON content of `read_results`: checked, and migrated to this schema version."""
+    return read_results(run).to_json()
+
+
+def write_results(path: Path, results: Results) -> None:
+    write_json(path, results.to_json())
 
 
 def save_checkpoint(

@@ -33,7 +33,6 @@ from clbench.evaluation.probes import (
 )
 from clbench.methods import Method, Stage, create_method
 from clbench.results.io import (
-    SCHEMA_VERSION,
     environment,
     load_checkpoint,
     load_method_tensors,
@@ -42,7 +41,9 @@ from clbench.results.io import (
     remove_old_checkpoints,
     save_checkpoint,
     write_json,
+    write_results,
 )
+from clbench.results.schema import SCHEMA_VERSION, Results
 from clbench.training.models import LoadedModel, apply_lora, load_model
 from clbench.training.train import train_task
 
@@ -122,7 +123,7 @@ def run(
 
     if len(state["rows"]) == len(tasks) + 1 and accelerator.is_main_process:
         results = _results(config, setup, state, run_dir.name, accelerator)
-        write_json(run_dir / "results.json", results)
+        write_results(run_dir / "results.json", results)
         remove_old_checkpoints(run_dir, keep=None)
     accelerator.wait_for_everyone()
     return run_dir
@@ -317,9 +318,11 @@ def _save_progress(
 
 def _results(
     config: RunConfig, setup: _Setup, state: dict, run_id: str, accelerator: Accelerator
-) -> dict[str, Any]:
+) -> Results:
+    """The finished run, checked against the results schema (docs/results-schema.md)."""
     model = accelerator.unwrap_model(setup.loaded.model)
     matrix = state["rows"]
+    probes = probe_results(setup.probes, state, config)
     budget_keys = [
         "steps_per_task",
         "epochs",
@@ -333,7 +336,7 @@ def _results(
         "max_train_examples",
         "max_test_examples",
     ]
-    return {
+    content = {
         "schema_version": SCHEMA_VERSION,
         "clbench_version": __version__,
         "run_id": run_id,
@@ -367,9 +370,9 @@ def _results(
         "config": config.to_dict(),
         "matrix": matrix,
         "single_task": None,
-        "probes": probe_results(setup.probes, state, config),
+        "probes": probes,
         "scores": state["scores"],  # every metric of every cell, the matrix's included
-        "metrics": metrics.compute(matrix),
+        "metrics": metrics.compute_all(matrix, None, None if probes is None else probes["matrix"]),
         "curves": metrics.curves(matrix),
         "timings": {"stages": state["stages"]},
         "peak_memory": state["peak_memory"],
@@ -377,3 +380,4 @@ def _results(
             str(accelerator.device), accelerator.num_processes, accelerator.mixed_precision
         ),
     }
+    return Results.from_json(content)

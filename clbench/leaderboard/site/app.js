@@ -4,6 +4,8 @@
 
 const DATA = JSON.parse(document.getElementById("leaderboard-data").textContent);
 const ENTRIES = DATA.entries;
+// The ranking metric and every metric's direction come from the build (the metric table).
+const RANK = DATA.metrics.find((m) => m.key === DATA.rank_by);
 
 // Builds an element; string children become text nodes (append never parses HTML).
 function el(tag, attrs = {}, ...children) {
@@ -47,14 +49,15 @@ const badges = (entry) => flagsOf(entry).map((f) => el("span", { class: "badge",
 
 const mean = (entry, key) => entry.metrics[key]?.mean ?? null;
 
-// The "#" column sorts by the default rank (AA, best first); the shown rank is the position.
-const byDefault = [...ENTRIES].sort((a, b) => compareValues(mean(a, "aa"), mean(b, "aa"), "num", true));
+// The "#" column sorts by the default rank (best first); the shown rank is the position.
+const byDefault = [...ENTRIES].sort((a, b) =>
+  compareValues(mean(a, RANK.key), mean(b, RANK.key), "num", RANK.higher_is_better));
 const defaultRank = new Map(byDefault.map((entry, i) => [entry.id, i + 1]));
 
 // type: "num" or "text" (how to sort; num cells align right); firstDesc: the direction of the
 // first click (best first for metrics).
 const COLUMNS = [
-  { key: "rank", label: "#", title: "rank by AA", type: "num", value: (e) => defaultRank.get(e.id) },
+  { key: "rank", label: "#", title: `rank by ${RANK.short}`, type: "num", value: (e) => defaultRank.get(e.id) },
   { key: "name", label: "Name", type: "text", value: (e) => e.name },
   { key: "model", label: "Model", type: "text", value: (e) => e.model },
   { key: "sequence", label: "Sequence", type: "text", value: (e) => e.sequence },
@@ -79,7 +82,7 @@ function compareValues(x, y, type, desc) {
   return desc ? -order : order;
 }
 
-const state = { sort: "aa", desc: true, sequence: "", family: "", model: "" };
+const state = { sort: RANK.key, desc: RANK.higher_is_better, sequence: "", family: "", model: "" };
 
 // ---- the table --------------------------------------------------------------------------
 

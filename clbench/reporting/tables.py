@@ -1,0 +1,473 @@
+"""`clbench report` as text: one run's matrix, or tables over many runs, as Markdown, LaTeX
+(booktabs) or CSV.
+
+The runs come from `clbench.results.load`, their grouping from `clbench.results.compare` and
+every number from `clbench.results.stats`; this module only lays them out. Names, order and
+direction (↑/↓) of the metric columns come from the metric table, `clbench.metrics.METRICS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from clbench.errors import ClbenchError, unknown_name
+from clbench.metrics import METRICS
+from clbench.results.compare import comparable_groups
+from clbench.results.load import reported_metrics, runs_frame
+from clbench.results.schema import Results, as_results
+from clbench.results.stats import (
+    ALPHA,
+    BOOTSTRAP_MIN_N,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    NA,
+    ROW_KEYS,
+    aggregate_grouped,
+    significance_grouped,
+)
+
+FORMATS = ("md", "latex", "csv")
+PERCENT_COLUMNS = ("mean", "std", "ci_low", "ci_high", "mean_diff")
+TEST_NAMES = {
+    "wilcoxon": "Wilcoxon signed-rank (paired, n >= 6)",
+    "paired t": "paired t-test (paired, n < 6)",
+    "welch t": "Welch's t-test (unpaired)",
+}
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+
+def matrix_frame(results: Results) -> pd.DataFrame:
+    """The (T+1) x T matrix in percent, rows named after the stage."""
+    index = ["0: before training"] + [f"{k}: after {t}" for k, t in enumerate(results.tasks, 1)]
+    return pd.DataFrame(results.matrix, index=index, columns=results.tasks, dtype=float) * 100
+
+
+def metrics_frame(runs: Sequence[Results], metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per run, one column per metric, in percent."""
+    rows = {
+        run.run_id: {f"{METRICS[key].name} ({key})": run.metric(key) for key in metrics}
+        for run in runs
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", dtype=float) * 100
+
+
+def probe_frame(results: Results) -> pd.DataFrame:
+    """The (T+1) x P probe matrix and each probe's general forgetting, in percent."""
+    probes = results.probes
+    if probes is None:
+        raise ClbenchError(f"{results.source}: no probe results; run it with --probes")
+    index = matrix_frame(results).index
+    frame = pd.DataFrame(probes.matrix, index=index, columns=probes.labels(), dtype=float)
+    frame.loc["general forgetting (row 0 - last)"] = [
+        math.nan if d is None else d for d in probes.general_forgetting or []
+    ]
+    return frame * 100
+
+
+def render(frame: pd.DataFrame, fmt: str, decimals: int = 1) -> str:
+    """A frame of numbers as a Markdown, LaTeX or CSV table; NaN shows as n/a."""
+    if fmt == "md":
+        # tabulate prints `missingval` for None only, so NaN cells become None first.
+        cells = frame.astype(object).where(frame.notna(), None)
+        return cells.to_markdown(floatfmt=f".{decimals}f", missingval=NA)
+    if fmt == "latex":
+        return frame.to_latex(float_format=f"%.{decimals}f", na_rep=NA, escape=True)
+    return frame.to_csv(float_format=f"%.{decimals}f")
+
+
+def report(
+    runs: Sequence[Results | dict],
+    fmt: str = "md",
+    metrics: Sequence[str] | None = None,
+    decimals: int = 1,
+) -> str:
+    """Each run's matrix, then one table of every run's metrics (percent); `metrics` defaults
+    to `reported_metrics`. Runs may be `Results` or results.json content."""
+    _check_decimals(decimals)
+    runs = [as_results(run) for run in runs]
+    metrics = reported_metrics(runs_frame(runs)) if metrics is None else metrics
+    comment = {"md": "### ", "latex": "% ", "csv": "# "}[fmt]
+    blank = "\n" if fmt == "md" else ""
+    parts = []
+    for run in runs:
+        title = (
+            f"{run.run_id}: {run.sequence.name}, {run.method.name}, {run.model.name}, "
+            f"seed {run.seed}"
+        )
+        parts.append(f"{comment}{title}\n{blank}{render(matrix_frame(run), fmt, decimals)}")
+        if run.probes is not None:
+            probes = render(probe_frame(run), fmt, decimals)
+            parts.append(f"{comment}general-ability probes (%)\n{blank}{probes}")
+    metrics_table = render(metrics_frame(runs, metrics), fmt, decimals)
+    parts.append(f"{comment}metrics (%)\n{blank}{metrics_table}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _check_decimals(decimals: int) -> None:
+    if decimals < 0:
+        raise ClbenchError(f"--decimals must be >= 0, got {decimals}")
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """`aa,bwt` -> ("aa", "bwt"), every name checked against the metric table."""
+    names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
+    if not names:
+        raise ClbenchError(f"--metrics {text!r}: give at least one of {', '.join(METRICS)}")
+    for name in names:
+        if name not in METRICS:
+            raise unknown_name("metric", name, METRICS)
+    return names
+
+
+# ---- tables -----------------------------------------------------------------------------------
+
+
+def tables(
+    frame: pd.DataFrame,
+    fmt: str = "md",
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    average_orders: bool = False,
+    decimals: int = 1,
+    interval: str = "std",
+) -> str:
+    """The comparison of many runs: a table per sequence and model, the tests, and notes;
+    `metrics` defaults to `reported_metrics`.
+
+    Cells are means in percent with the standard deviation (`interval="std"`) or the 95% CI
+    (`"ci"`). CSV has every number instead: one line per table row and metric (and baseline).
+    """
+    if fmt not in FORMATS:
+        raise ClbenchError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if interval not in ("std", "ci"):
+        raise ClbenchError(f"unknown interval {interval!r}; expected 'std' or 'ci'")
+    _check_decimals(decimals)
+    grouped, cautions = comparable_groups(frame, average_orders)
+    metrics = reported_metrics(frame) if metrics is None else metrics
+    summary = aggregate_grouped(grouped, metrics)
+    tests = significance_grouped(grouped, baseline, metrics) if baseline else None
+    if tests is not None:
+        cautions += _untested(grouped, baseline)
+    legend = _legend(summary, tests, baseline, interval, average_orders, fmt)
+    if fmt == "csv":
+        return _csv(summary, tests, legend + cautions, decimals)
+    tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline)
+    if fmt == "latex":
+        return tabled.latex(legend, cautions)
+    return tabled.markdown(legend + cautions)
+
+
+def _untested(grouped: pd.DataFrame, baseline: str) -> list[str]:
+    has_baseline = (
+        (grouped["method"] == baseline).groupby([grouped["table_sequence"], grouped["model"]]).any()
+    )
+    return [
+        f"no tests on {sequence} with {model}: it has no {baseline} runs"
+        for (sequence, model), found in has_baseline.items()
+        if not found
+    ]
+
+
+def _legend(
+    summary: pd.DataFrame,
+    tests: pd.DataFrame | None,
+    baseline: str | None,
+    interval: str,
+    average_orders: bool,
+    fmt: str,
+) -> list[str]:
+    """What the cells hold, and which CI methods and tests made them."""
+    shown = dict.fromkeys(summary["metric"])
+    lower = " and ".join(key for key in shown if not METRICS[key].higher_is_better)
+    direction = f"higher is better except for {lower}" if lower else "higher is better"
+    legend = [CELLS[fmt if fmt == "csv" else interval] + f"; {direction}"]
+    if fmt != "csv":
+        legend[0] += "; best mean of a column in bold" + (
+            ", second underlined" if fmt == "latex" else ""
+        )
+    if average_orders:
+        legend.append("the task orders of a sequence are averaged: n counts seeds x orders")
+    used = set(summary["ci_method"])
+    ci = [text for kind, text in CI_NAMES.items() if kind in used]
+    if ci:
+        legend.append(f"95% CI of the mean: {', '.join(ci)}")
+    if tests is not None:
+        names = [text for kind, text in TEST_NAMES.items() if kind in set(tests["test"])]
+        legend.append(
+            f"tests against {baseline}: {', '.join(names) or 'none possible'}; "
+            f"two-sided, p Holm-adjusted over {int(tests['p'].notna().sum())} comparisons; "
+            f"† = p_holm < {ALPHA}"
+        )
+    return legend
+
+
+CELLS = {
+    "std": "mean ± std (ddof=1) over n runs, in percent",
+    "ci": "mean [95% CI] over n runs, in percent",
+    "csv": "mean, std (ddof=1), 95% CI and mean_diff in percent",
+}
+CI_NAMES = {
+    "t": f"Student t (n < {BOOTSTRAP_MIN_N})",
+    "bootstrap": f"percentile bootstrap over runs, {BOOTSTRAP_RESAMPLES:,} resamples, seed "
+    f"{BOOTSTRAP_SEED} (n >= {BOOTSTRAP_MIN_N})",
+}
+
+
+def _percent(value: float, decimals: int, missing: str = NA) -> str:
+    if pd.isna(value):
+        return missing
+    return f"{round(value * 100, decimals) + 0.0:.{decimals}f}"  # + 0.0: no "-0.0"
+
+
+def _p_value(p: float, missing: str = NA) -> str:
+    return missing if pd.isna(p) else f"{p:.3g}"
+
+
+def _ranks(means: pd.Series, metric: str, decimals: int) -> pd.Series:
+    """1 for the best shown mean of a column, 2 for the second (ties share), by the metric's
+    direction; a best needs 2 values to rank and a second 3, else 0."""
+    shown = (means * 100).round(decimals)
+    count = int(shown.notna().sum())
+    lower_is_better = not METRICS[metric].higher_is_better
+    ranks = shown.rank(method="dense", ascending=lower_is_better).fillna(0).astype(int)
+    return ranks.where((ranks == 1) & (count >= 2) | (ranks == 2) & (count >= 3), 0)
+
+
+class _Tables:
+    """Markdown and LaTeX tables: one per sequence and model, rows are methods."""
+
+    def __init__(
+        self,
+        grouped: pd.DataFrame,
+        summary: pd.DataFrame,
+        tests: pd.DataFrame | None,
+        metrics: Sequence[str],
+        decimals: int,
+        interval: str,
+        baseline: str | None,
+    ) -> None:
+        self.grouped, self.tests, self.metrics = grouped, tests, metrics
+        self.decimals, self.interval, self.baseline = decimals, interval, baseline
+        self.sizes = grouped.groupby(ROW_KEYS).size()
+        self.blocks = [block for _, block in summary.groupby(["sequence", "model"], sort=True)]
+        significant = tests[tests["significant"]] if tests is not None else summary.iloc[:0]
+        self.test_lines = _test_table(tests, decimals)
+        self.marked = set(
+            zip(*(significant[k] for k in ("sequence", "model", "row", "metric")), strict=True)
+        )
+
+    def rows(self, block: pd.DataFrame) -> list[str]:
+        """Baseline rows first, then the others by name."""
+        method_of = dict(zip(block["row"], block["method"], strict=True))
+        return sorted(method_of, key=lambda label: (method_of[label] != self.baseline, label))
+
+    def title(self, block: pd.DataFrame) -> str:
+        sequence, model = block["sequence"].iloc[0], block["model"].iloc[0]
+        runs = self.grouped[
+            (self.grouped["table_sequence"] == sequence) & (self.grouped["model"] == model)
+        ]
+        names = sorted(set(runs["sequence"]))
+        shown = sequence if names == [sequence] else f"{sequence} (averaged: {', '.join(names)})"
+        return f"{shown}, {model}"
+
+    def cells(self, block: pd.DataFrame, latex: bool) -> pd.DataFrame:
+        """Formatted cells: one line per row label, one column per metric, best/second marked."""
+        labels = self.rows(block)
+        columns = {}
+        for metric in self.metrics:
+            part = block[block["metric"] == metric].set_index("row").loc[labels]
+            ranks = _ranks(part["mean"], metric, self.decimals)
+            columns[metric] = [
+                self.emphasis(self.cell(record, latex), rank, latex)
+                for (_, record), rank in zip(part.iterrows(), ranks, strict=True)
+            ]
+        frame = pd.DataFrame(columns, index=labels)
+        sequence, model = block["sequence"].iloc[0], block["model"].iloc[0]
+        frame.insert(0, "n", [int(self.sizes[(sequence, model, label)]) for label in labels])
+        return frame
+
+    def cell(self, record: pd.Series, latex: bool) -> str:
+        mean = _percent(record["mean"], self.decimals)
+        if mean == NA:
+            return NA
+        if self.interval == "std":
+            spread = _percent(record["std"], self.decimals)
+            plus_minus = r"\pm" if latex else "±"
+            text = mean if spread == NA else f"{mean} {plus_minus} {spread}"
+        else:
+            low, high = (_percent(record[key], self.decimals) for key in ("ci_low", "ci_high"))
+            text = mean if low == NA else f"{mean} [{low}, {high}]"
+        key = (record["sequence"], record["model"], record.name, record["metric"])
+        if key in self.marked:
+            text += r"^{\dagger}" if latex else " †"
+        return f"${text}$" if latex else text
+
+    @staticmethod
+    def emphasis(text: str, rank: int, latex: bool) -> str:
+        if latex and rank == 1:
+            return rf"\textbf{{\boldmath{text}}}"  # \boldmath: the digits are in math mode
+        if latex and rank == 2:
+            return rf"\underline{{{text}}}"
+        return f"**{text}**" if rank == 1 else text
+
+    def header(self, key: str, latex: bool) -> str:
+        metric = METRICS[key]
+        if latex:
+            return metric.short + (r" $\uparrow$" if metric.higher_is_better else r" $\downarrow$")
+        return f"{metric.short} {metric.arrow}"
+
+    def markdown(self, notes: list[str]) -> str:
+        parts = []
+        for block in self.blocks:
+            cells = self.cells(block, latex=False)
+            cells.columns = ["n", *(self.header(m, latex=False) for m in self.metrics)]
+            align = ["left", "right", *["center"] * len(self.metrics)]
+            table = cells.rename_axis("method").to_markdown(colalign=align)
+            parts.append(f"### {self.title(block)}\n\n{table}")
+        if len(self.test_lines):
+            table = self.test_lines.to_markdown(index=False)
+            parts.append(f"### Tests against {self.baseline}\n\n{table}")
+        parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in notes))
+        return "\n\n".join(parts) + "\n"
+
+    def latex(self, legend: list[str], cautions: list[str]) -> str:
+        # The legend goes into each caption; cautions stay comments for the author.
+        parts = ["\n".join(f"% {caution}" for caution in cautions)] if cautions else []
+        caption = _latex_text(" ".join(f"{note[0].upper()}{note[1:]}." for note in legend))
+        for block in self.blocks:
+            cells = self.cells(block, latex=True)
+            header = ["Method", "$n$", *(self.header(m, latex=True) for m in self.metrics)]
+            rows = [[latex_escape(label), *map(str, line)] for label, line in cells.iterrows()]
+            title = f"{_latex_text(self.title(block))}. {caption}"
+            parts.append(_booktabs(title, f"lr{'c' * len(self.metrics)}", header, rows))
+        if len(self.test_lines):
+            parts.append(_latex_tests(self.test_lines, self.baseline))
+        return "\n\n".join(parts) + "\n"
+
+
+def _test_table(tests: pd.DataFrame | None, decimals: int) -> pd.DataFrame:
+    """The tests as text, one line per comparison of a metric that both sides have; sequence
+    and model only when the report has several (the table titles name them otherwise)."""
+    if tests is None:
+        return pd.DataFrame()
+    tests = tests[(tests["n_method"] > 0) & (tests["n_baseline"] > 0)]
+    table = pd.DataFrame(
+        {
+            "sequence": tests["sequence"],
+            "model": tests["model"],
+            "method": tests["row"],
+            "baseline": tests["baseline"],
+            "metric": tests["metric"],
+            "test": tests["test"],
+            "n": tests["n_method"].astype(str) + " / " + tests["n_baseline"].astype(str),
+            "diff (%)": tests["mean_diff"].map(lambda v: _percent(v, decimals)),
+            "p": tests["p"].map(_p_value),
+            "p_holm": tests["p_holm"].map(_p_value),
+            "significant": tests["significant"].map({True: "yes", False: "no"}),
+        }
+    )
+    return table.drop(columns=[c for c in ("sequence", "model") if table[c].nunique() == 1])
+
+
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in LaTeX: each special character escaped."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in str(text))
+
+
+def _latex_text(text: str) -> str:
+    """Escaped, with the signs of the notes in math mode (text-mode < and > print as ¡ and ¿)."""
+    signs = {">=": r"$\geq$", "<": "$<$", ">": "$>$", "±": r"$\pm$", "†": r"$^\dagger$"}
+    text = latex_escape(text)
+    for sign, math_mode in signs.items():
+        text = text.replace(sign, math_mode)
+    return text
+
+
+LATEX_TEST_HEADERS = {
+    "sequence": ("l", "Sequence"),
+    "model": ("l", "Model"),
+    "method": ("l", "Method"),
+    "baseline": ("l", "Baseline"),
+    "metric": ("l", "Metric"),
+    "test": ("l", "Test"),
+    "n": ("c", "$n$"),
+    "diff (%)": ("r", r"$\Delta$ (\%)"),
+    "p": ("r", "$p$"),
+    "p_holm": ("r", r"$p_\mathrm{Holm}$"),
+    "significant": ("l", "Sig."),
+}
+
+
+def _latex_tests(table: pd.DataFrame, baseline: str | None) -> str:
+    align, header = zip(*(LATEX_TEST_HEADERS[column] for column in table.columns), strict=True)
+    caption = (
+        rf"Tests against {latex_escape(baseline)}: $\Delta$ is the difference of the means, $p$ "
+        "two-sided and Holm-adjusted over all comparisons."
+    )
+    rows = [
+        [latex_escape(line[column]) for column in table.columns] for _, line in table.iterrows()
+    ]
+    return _booktabs(caption, "".join(align), list(header), rows, minus=True)
+
+
+def _booktabs(
+    caption: str, align: str, header: list[str], rows: list[list[str]], minus: bool = False
+) -> str:
+    """A `table` float with a booktabs `tabular`; `minus` sets " -" as a math minus."""
+    lines = [" & ".join(row) for row in rows]
+    if minus:
+        lines = [line.replace(" -", " $-$") for line in lines]
+    return "\n".join(
+        [
+            r"\begin{table}[ht]",
+            r"\centering",
+            rf"\caption{{{caption}}}",
+            rf"\begin{{tabular}}{{{align}}}",
+            r"\toprule",
+            " & ".join(header) + r" \\",
+            r"\midrule",
+            *(line + r" \\" for line in lines),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+        ]
+    )
+
+
+def _csv(summary: pd.DataFrame, tests: pd.DataFrame | None, notes: list[str], decimals: int) -> str:
+    """Every number: percent with `decimals` decimals, p-values with 3 significant digits."""
+    table = summary
+    if tests is not None:
+        keys = ["sequence", "model", "row", "metric"]
+        table = table.merge(tests.drop(columns=["method"]), on=keys, how="left")
+    table = table.copy()
+    for column in ("n_method", "n_baseline"):  # the merge made them float (NaN for baselines)
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    for column in PERCENT_COLUMNS:
+        if column in table:
+            table[column] = table[column].map(lambda v: _percent(v, decimals, missing=""))
+    for column in ("statistic", "p", "p_holm"):
+        if column in table:
+            table[column] = table[column].map(lambda v: _p_value(v, missing=""))
+    return table.to_csv(index=False) + "".join(f"# {note}\n" for note in notes)
