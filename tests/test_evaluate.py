@@ -1,17 +1,30 @@
-"""The evaluator against naive references: full-vocabulary scoring, one example at a time."""
+"""The evaluator against naive references: full-vocabulary scoring, one example at a time, and
+transformers' own greedy `generate`; stop strings, end-of-sequence and characters cut short."""
 
+import codecs
 import json
+import re
 
 import pytest
 import torch
 from accelerate import Accelerator
 
-from clbench.data.encoding import encode_prompt, encode_target
+from clbench.data.encoding import encode_prompt, encode_target, pad_left
 from clbench.data.task import Task
-from clbench.evaluation.evaluate import evaluate_task, generate, rank_options
+from clbench.evaluation.evaluate import (
+    TokenCounts,
+    _cut,
+    _stop_reached,
+    counting,
+    evaluate_task,
+    generate,
+    rank_options,
+)
 from clbench.training.models import load_model
 
 PROMPTS = ["Review: The soup was great.\nAnswer:", "Is it food?", "A much longer prompt " * 5]
+CPU = torch.device("cpu")
+GENERATION_PROMPTS = [*PROMPTS, "x"]  # "x": one token, the shortest prompt
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +60,6 @@ def test_ranking_matches_full_forward(tiny, options):
             model, tokenizer, PROMPTS, options, batch_size, 512, torch.device("cpu"), "t"
         )
         assert got == expected
-
-
-def test_shared_prompt_scores_equal_full_forward_log_likelihoods(tiny):
-    from clbench.evaluation.evaluate import _shared_prompt_scores
-
-    model, tokenizer = tiny.model, tiny.tokenizer
-    options = [" very good", "x", " bad", " so-so indeed"]  # "x" is one token: no follow-up
-    contexts = [encode_prompt(tokenizer, p, 10_000) for p in PROMPTS]
-    option_ids = [encode_target(tokenizer, o) for o in options]
-    for batch_size in (1, 3):
-        scores = _shared_prompt_scores(
-            model,
-            contexts,
-            option_ids,
-            tokenizer.pad_token_id,
-            batch_size,
-            torch.device("cpu"),
-            "t",
-        )
-        for row, prompt in enumerate(PROMPTS):
-            expected = _naive_scores(model, tokenizer, prompt, options)
-            assert scores[row].tolist() == pytest.approx(expected, abs=1e-4)
 
 
 def test_batched_generation_equals_one_at_a_time(tiny):
@@ -123,3 +114,141 @@ def test_generative_task_scores_exact_match(tiny, tmp_path):
     expected = sum(p == e.target for p, e in zip(cut, data.test, strict=True)) / 5
     scores = evaluate_task(tiny.model, tiny.tokenizer, data, Accelerator(cpu=True), 2, 512)
     assert scores == {"exact_match": expected}
+
+
+def hf_generate(model, tokenizer, prompts: list[str], new: int, max_length: int) -> list[list[int]]:
+    """The new token ids of transformers' greedy `generate`, one prompt at a time."""
+    outputs = []
+    for prompt in prompts:
+        batch = pad_left([encode_prompt(tokenizer, prompt, max_length - new)], 0)
+        batch.pop("position_ids")
+        ids = model.generate(
+            **batch,
+            max_new_tokens=new,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )[0, batch["input_ids"].shape[1] :].tolist()
+        outputs.append([i for i in ids if i != tokenizer.eos_token_id])
+    return outputs
+
+
+def without_cut_end(tokenizer, ids: list[int]) -> str:
+    """The decoded text less its last U+FFFD (up to 3): the random model often emits bytes that
+    are no UTF-8, and only a character cut short at the end is left out."""
+    return re.sub("\ufffd{1,3}$", "", tokenizer.decode(ids))
+
+
+def byte_text(tokenizer, ids: list[int]) -> str:
+    """The tiny tokenizer's ids (one byte each) decoded as UTF-8, holding back a character cut
+    short at the end, as an incremental decoder does; invalid bytes become U+FFFD."""
+    to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+    data = bytes(to_byte[t] for t in tokenizer.convert_ids_to_tokens(ids))
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-to-character map, which the ByteLevel pre-tokenizer uses."""
+    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    visible += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in visible:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def test_greedy_decoding_equals_transformers_generate(tiny):
+    model, tokenizer = tiny.model, tiny.tokenizer
+    expected = [
+        without_cut_end(tokenizer, ids)
+        for ids in hf_generate(model, tokenizer, GENERATION_PROMPTS, 12, 512)
+    ]
+    for batch_size in (1, 2, 4):
+        assert (
+            generate(model, tokenizer, GENERATION_PROMPTS, 12, batch_size, 512, CPU, "t")
+            == expected
+        )
+
+
+def test_rows_stop_at_their_stop_string_with_the_same_cut_text(tiny):
+    model, tokenizer = tiny.model, tiny.tokenizer
+    reference = [
+        without_cut_end(tokenizer, ids)
+        for ids in hf_generate(model, tokenizer, GENERATION_PROMPTS, 16, 512)
+    ]
+    # Two-character stop strings that continuations hold early on (the random model also emits
+    # rows of invalid bytes only, which then run to the end).
+    windows = [next(_clean_pairs(text), None) for text in reference]
+    stops = sorted({w for w in windows if w})
+    assert len(stops) >= 2
+    counts = {stop: TokenCounts() for stop in (True, False)}
+    with counting(counts[True]):
+        texts = generate(model, tokenizer, GENERATION_PROMPTS, 16, 4, 512, CPU, "t", stop=stops)
+    with counting(counts[False]):
+        whole = generate(model, tokenizer, GENERATION_PROMPTS, 16, 4, 512, CPU, "t")
+    assert [_cut(t, stops) for t in texts] == [_cut(t, stops) for t in reference]
+    for text, full, window in zip(texts, whole, windows, strict=True):
+        assert text == full if window is None else full.startswith(text) and text != full
+    assert counts[True].real < counts[False].real  # finished rows left the batch
+
+
+def _clean_pairs(text: str):
+    """Two-character windows from the fourth character on, without U+FFFD."""
+    for i in range(3, len(text) - 1):
+        if "\ufffd" not in text[i : i + 2]:
+            yield text[i : i + 2]
+
+
+def test_a_later_stop_string_that_starts_earlier_is_waited_for():
+    # _cut("xabc", ["abc", "b"]) is "x": after "xab" the text may still become "xabc".
+    assert not _stop_reached("xab", ["abc", "b"])
+    assert _stop_reached("xabc", ["abc", "b"])
+    assert _stop_reached("xabcd", ["b", "abc"])
+    assert _stop_reached("a\n", ["\n"]) and not _stop_reached("a", ["\n"])
+    assert not _stop_reached("anything", [])
+
+
+class ForcedTokens:
+    """A forward hook on the LM head: the k-th call predicts the k-th of `tokens`."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens, self.calls = tokens, 0
+
+    def __call__(self, module, inputs, logits):
+        forced = torch.full_like(logits, -1e4)
+        forced[..., self.tokens[self.calls]] = 0
+        self.calls += 1
+        return forced
+
+
+@pytest.mark.parametrize(
+    ("new", "expected"), [(1, "a"), (2, "a"), (3, "aé"), (5, "aé"), (6, "aé€")]
+)
+def test_a_character_cut_short_is_left_out(tiny, new, expected):
+    model, tokenizer = tiny.model, tiny.tokenizer
+    tokens = encode_target(tokenizer, "aé€")  # 1 + 2 + 3 byte tokens
+    assert len(tokens) == 6
+    hook = model.lm_head.register_forward_hook(ForcedTokens(tokens))
+    try:
+        (text,) = generate(model, tokenizer, ["Say it:"], new, 1, 64, CPU, "t")
+    finally:
+        hook.remove()
+    assert text == expected == byte_text(tokenizer, tokens[:new])
+    assert "\ufffd" not in text
+
+
+def test_decoding_ends_at_end_of_sequence(tiny):
+    model, tokenizer = tiny.model, tiny.tokenizer
+    tokens = [*encode_target(tokenizer, "ok"), tokenizer.eos_token_id]
+    forced = ForcedTokens(tokens + [tokens[0]] * 10)
+    hook = model.lm_head.register_forward_hook(forced)
+    try:
+        (text,) = generate(model, tokenizer, ["Say it:"], 10, 1, 64, CPU, "t")
+    finally:
+        hook.remove()
+    assert text == "ok"
+    assert forced.calls == 3  # no step after the end-of-sequence token

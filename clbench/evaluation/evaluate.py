@@ -7,9 +7,23 @@
 - "preference" tasks compare the length-normalised log-likelihood of the chosen and the rejected
   response after the prompt.
 
-The LM head runs only at the positions whose log-probabilities are needed: with left padding
-these are the last few of every row, which `logits_to_keep` selects. When every option is one
-token, one forward pass per example scores all options at once.
+What each pass computes, and why:
+
+- The LM head runs only at the positions whose log-probabilities are needed: with left padding
+  these are the last few of every row, which `logits_to_keep` selects.
+- Every batch holds examples of similar length: examples are sorted by length (longest first)
+  before they are cut into batches, so little of each batch is padding. `TokenCounts` records
+  how much was.
+- Options of a ranked task (`option_scores`): when every option is one token, one position per
+  prompt scores them all. Otherwise one of two exact strategies runs the prompt only once:
+  "one-pass" puts the prompt and every option (but its last token) in one row, under a mask
+  that lets each option's tokens see the prompt and themselves only, with positions that
+  restart after the prompt for each option; "shared-cache" runs the prompt, scores every
+  option's first token from its last position, and runs the options longer than one token on
+  the prompt's KV cache repeated once per such option. `choose_strategy` picks between them.
+- Generation (`generate`) decodes greedily with a KV cache, row by row as far as stopping goes:
+  a row leaves the batch at its end-of-sequence token, or once its text holds a stop string
+  (and no later stop string could still begin earlier), so the batch shrinks as rows finish.
 
 Under `accelerate launch` every process scores its share of the examples and the main process
 gathers them, so all processes return the same scores.
@@ -17,6 +31,10 @@ gathers them, so all processes return the same scores.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,10 +43,61 @@ from tqdm.auto import tqdm
 
 from clbench.data.encoding import encode_prompt, encode_target, pad_left
 from clbench.data.task import TaskData
-from clbench.evaluation.scorers import SCORERS
+from clbench.errors import ClbenchError
 
 # Logits kept at once: rows x kept positions; bounds memory for long continuations.
 MAX_POSITIONS_PER_BATCH = 2048
+# Options of a ranked task: "auto" runs "one-pass" when at least this many options are longer
+# than one token. With fewer, the shared cache is repeated at most that often, and the prompt
+# keeps attention's causal fast path, which a custom mask gives up. The benchmark
+# (benchmarks/speed.py) times both strategies on 1, 10 and 14 such options to check the rule.
+ONE_PASS_MIN_LONGER_OPTIONS = 2
+STRATEGIES = ("auto", "one-pass", "shared-cache")
+# Attention implementations that take a ready 4D mask as it is (transformers passes a 4D
+# `attention_mask` through unchanged): SDPA takes booleans, eager an additive float mask.
+_MASKABLE_ATTENTION = ("sdpa", "eager")
+# A UTF-8 character cut short leaves at most 3 of its bytes.
+_MAX_INCOMPLETE_BYTES = 3
+
+
+@dataclass
+class TokenCounts:
+    """Positions the evaluator ran through the model, split into real tokens and padding."""
+
+    real: int = 0
+    padding: int = 0
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        real = int(attention_mask.sum())
+        self.real += real
+        self.padding += attention_mask.numel() - real
+
+    @property
+    def padded_fraction(self) -> float:
+        """Padding's share of all positions run (0.0 before anything ran)."""
+        total = self.real + self.padding
+        return self.padding / total if total else 0.0
+
+
+_COUNTS: contextvars.ContextVar[TokenCounts | None] = contextvars.ContextVar(
+    "clbench_eval_counts", default=None
+)
+
+
+@contextlib.contextmanager
+def counting(counts: TokenCounts | None) -> Iterator[None]:
+    """Add the positions of every forward pass of the evaluator inside to `counts`."""
+    token = _COUNTS.set(counts)
+    try:
+        yield
+    finally:
+        _COUNTS.reset(token)
+
+
+def _count(attention_mask: torch.Tensor) -> None:
+    counts = _COUNTS.get()
+    if counts is not None:
+        counts.add(attention_mask)
 
 
 def evaluate_task(
@@ -38,13 +107,20 @@ def evaluate_task(
     accelerator: Accelerator,
     batch_size: int,
     max_length: int,
+    counts: TokenCounts | None = None,
 ) -> dict[str, float]:
-    """Every metric of the task's scorer; the primary one is under `data.task.metric`."""
+    """Every metric of the task's scorer; the primary one is under `data.task.metric`.
+
+    With `counts`, the real and padded positions of this process's forward passes are added
+    to it (its `padded_fraction` is then the evaluation's padded-token fraction)."""
     model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     task, examples = data.task, data.test
-    with accelerator.split_between_processes(list(range(len(examples)))) as mine:
+    with (
+        accelerator.split_between_processes(list(range(len(examples)))) as mine,
+        counting(counts),
+    ):
         share = [examples[i] for i in mine]
         prompts = [e.prompt for e in share]
         args = (batch_size, max_length, accelerator.device, task.name)
@@ -60,23 +136,36 @@ def evaluate_task(
                 *args,
             )
         else:
-            texts = generate(model, tokenizer, prompts, task.max_new_tokens, *args)
+            texts = generate(model, tokenizer, prompts, task.max_new_tokens, *args, stop=task.stop)
             predictions = [_cut(text, task.stop) for text in texts]
     predictions = _gather(accelerator, predictions)
     model.train(was_training)
-    return SCORERS[task.metric](predictions, [_reference(e, task.evaluation) for e in examples])
+    return data.score(predictions)
 
 
-def _reference(example: Any, evaluation: str) -> Any:
-    if evaluation == "rank":
-        return example.label
-    return example.reference if example.reference is not None else example.target.strip()
-
-
-def _cut(text: str, stops: list[str]) -> str:
+def _cut(text: str, stops: Sequence[str]) -> str:
     for stop in stops:
         text = text.split(stop, 1)[0]
     return text.strip()
+
+
+def _padded(sequences: list[list[int]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """`pad_left` on `device`, its positions counted."""
+    batch = pad_left(sequences, pad_id)
+    _count(batch["attention_mask"])
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _by_length(sequences: list[list[int]], rows: int, desc: str) -> Iterator[list[int]]:
+    """Indices of `sequences` in batches of `rows`, longest first (so little of a batch is
+    padding), with a progress bar."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    bar = tqdm(total=len(order), desc=desc, leave=False, disable=len(order) <= rows)
+    for start in range(0, len(order), rows):
+        chunk = order[start : start + rows]
+        yield chunk
+        bar.update(len(chunk))
+    bar.close()
 
 
 @torch.inference_mode()
@@ -93,6 +182,7 @@ def rank_options(
     """Index of the most likely option for each prompt."""
     option_ids = [encode_target(tokenizer, option) for option in options]
     longest = max(len(ids) for ids in option_ids)
+    # Cut on the left so that the prompt and its longest option fit in `max_length` tokens.
     contexts = [encode_prompt(tokenizer, p, max_length - longest) for p in prompts]
     scores = option_scores(
         model, contexts, option_ids, tokenizer.pad_token_id, batch_size, device, desc
@@ -108,8 +198,14 @@ def option_scores(
     batch_size: int,
     device: torch.device,
     desc: str,
+    strategy: str = "auto",
 ) -> torch.Tensor:
-    """Summed log p(option | context), (contexts x options), by the cheapest exact path."""
+    """Summed log p(option | context), (contexts x options), by the cheapest exact path.
+
+    `strategy` ("auto", "one-pass" or "shared-cache") says how options longer than one token
+    are scored; `choose_strategy` resolves "auto". All give the same scores."""
+    if strategy not in STRATEGIES:
+        raise ClbenchError(f"unknown option-scoring strategy {strategy!r}; one of {STRATEGIES}")
     if all(len(ids) == 1 for ids in option_ids):  # one position per context scores them all
         queries = [([-1] * len(option_ids), [ids[0] for ids in option_ids])] * len(contexts)
         return torch.stack(_logprobs(model, contexts, queries, pad_id, batch_size, device, desc))
@@ -120,7 +216,95 @@ def option_scores(
         sequences = [context + ids for context in contexts for ids in option_ids]
         scores = _logprobs(model, sequences, queries, pad_id, batch_size, device, desc)
         return torch.stack([s.sum() for s in scores]).view(len(contexts), len(option_ids))
-    return _shared_prompt_scores(model, contexts, option_ids, pad_id, batch_size, device, desc)
+    score = (
+        _one_pass_scores
+        if choose_strategy(model, option_ids, strategy) == "one-pass"
+        else _shared_prompt_scores
+    )
+    return score(model, contexts, option_ids, pad_id, batch_size, device, desc)
+
+
+def choose_strategy(
+    model: torch.nn.Module, option_ids: list[list[int]], strategy: str = "auto"
+) -> str:
+    """ "one-pass" or "shared-cache": the strategy asked for, or for "auto" one-pass when at
+    least `ONE_PASS_MIN_LONGER_OPTIONS` options are longer than one token and the model's
+    attention takes a custom mask."""
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    maskable = attention in _MASKABLE_ATTENTION
+    if strategy == "one-pass" and not maskable:
+        raise ClbenchError(
+            f"one-pass option scoring needs sdpa or eager attention; the model uses {attention!r}"
+        )
+    if strategy != "auto":
+        return strategy
+    longer = sum(len(ids) > 1 for ids in option_ids)
+    return "one-pass" if maskable and longer >= ONE_PASS_MIN_LONGER_OPTIONS else "shared-cache"
+
+
+def _one_pass_scores(
+    model: torch.nn.Module,
+    contexts: list[list[int]],
+    option_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+) -> torch.Tensor:
+    """Summed log p(option | context), (contexts x options), one forward pass per batch.
+
+    Each row is [padding, context, every option but its last token] (the options' part, the
+    tail, is the same in every row). A 4D mask lets each option's tokens attend to the context
+    and to their own earlier tokens only, and their positions restart after the context, so
+    each option is computed as if it alone followed the context. Option o's first token is
+    predicted at the context's last position, its token j at its own token j - 1."""
+    tail: list[int] = []
+    segment: list[int] = []  # o + 1 for option o's tokens in the tail
+    restart: list[int] = []  # position of each tail token after the context's end
+    kept, tokens, owner = [], [], []  # per option token: the kept position that predicts it
+    for o, ids in enumerate(option_ids):
+        # Kept positions: 0 is the context's last token, 1 + k is tail token k.
+        kept += [0] + [len(tail) + j for j in range(1, len(ids))]
+        tokens += ids
+        owner += [o] * len(ids)
+        tail += ids[:-1]
+        segment += [o + 1] * (len(ids) - 1)
+        restart += range(len(ids) - 1)
+    keep = len(tail) + 1
+    kept_at, tokens_at = torch.tensor(kept, device=device), torch.tensor(tokens, device=device)
+    owner_at = torch.tensor(owner, device=device)
+    out = torch.empty((len(contexts), len(option_ids)))
+    rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // keep))
+    for chunk in _by_length(contexts, rows, f"eval {desc}"):
+        batch = pad_left([contexts[i] + tail for i in chunk], pad_id)
+        _count(batch["attention_mask"])
+        lengths = torch.tensor([len(contexts[i]) for i in chunk])
+        batch["position_ids"][:, -len(tail) :] = lengths[:, None] + torch.tensor(restart)
+        seen = batch["attention_mask"].long() - 1  # 0 for the context, -1 for padding
+        seen[:, -len(tail) :] = torch.tensor(segment)
+        batch["attention_mask"] = _block_mask(seen, model)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(**batch, logits_to_keep=keep, use_cache=False).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)[:, kept_at, tokens_at]
+        totals = logprobs.new_zeros((len(chunk), len(option_ids)))
+        out[torch.tensor(chunk)] = totals.index_add_(1, owner_at, logprobs).cpu()
+    return out
+
+
+def _block_mask(segment: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """The (rows, 1, width, width) attention mask of `segment` (rows x width: -1 padding, 0 a
+    shared prefix, k > 0 the k-th branch): causal, where a branch sees the prefix and itself.
+    Every position sees itself, so no row of the mask is empty (SDPA gives NaN on one)."""
+    width = segment.shape[1]
+    query, key = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)
+    allowed = allowed[:, None]
+    if model.config._attn_implementation == "sdpa":
+        return allowed
+    dtype = next(model.parameters()).dtype  # eager adds the mask to its attention scores
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def _shared_prompt_scores(
@@ -151,13 +335,10 @@ def _shared_prompt_scores(
         )
         mask[row, : len(ids) - 1] = 1
     inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     out = torch.empty((len(contexts), n))
     rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // max(1, len(longer) * width)))
-    bar = tqdm(total=len(order), desc=f"eval {desc}", leave=False, disable=len(order) <= rows)
-    for start in range(0, len(order), rows):
-        chunk = order[start : start + rows]
-        batch = {k: v.to(device) for k, v in pad_left([contexts[i] for i in chunk], pad_id).items()}
+    for chunk in _by_length(contexts, rows, f"eval {desc}"):
+        batch = _padded([contexts[i] for i in chunk], pad_id, device)
         first = model(**batch, logits_to_keep=1, use_cache=bool(longer))
         totals = torch.log_softmax(first.logits[:, -1].float(), dim=-1)[:, first_tokens]
         if longer:
@@ -165,8 +346,6 @@ def _shared_prompt_scores(
                 model, first.past_key_values, batch["attention_mask"], inputs, targets, mask
             ).view(len(chunk), len(longer))
         out[torch.tensor(chunk)] = totals.cpu()
-        bar.update(len(chunk))
-    bar.close()
     return out
 
 
@@ -183,6 +362,7 @@ def _continuation_scores(
     rows, count = context_mask.shape[0], inputs.shape[0]
     cache.batch_repeat_interleave(count)
     lengths = context_mask.sum(dim=1).repeat_interleave(count)
+    _count(mask.repeat(rows, 1))
     follow = model(
         input_ids=inputs.repeat(rows, 1),
         attention_mask=torch.cat(
@@ -248,8 +428,7 @@ def _logprobs(
         rows = max(1, min(batch_size, MAX_POSITIONS_PER_BATCH // keep))
         chunk = order[start : start + rows]
         keep = max(-min(queries[i][0]) for i in chunk)
-        batch = pad_left([sequences[i] for i in chunk], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = _padded([sequences[i] for i in chunk], pad_id, device)
         logits = model(**batch, logits_to_keep=keep, use_cache=False).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for row, index in enumerate(chunk):
@@ -271,28 +450,80 @@ def generate(
     max_length: int,
     device: torch.device,
     desc: str,
+    stop: Sequence[str] = (),
 ) -> list[str]:
-    """Greedy continuations, decoded without special tokens."""
+    """Greedy continuations of at most `max_new_tokens` (ending before the end-of-sequence
+    token), decoded without special tokens and without a last character cut short.
+
+    With `stop`, a row may end once its text holds a stop string: what follows is then cut
+    off by `_cut` anyway, so `_cut(text, stop)` is the same as on the whole continuation."""
     contexts = [encode_prompt(tokenizer, p, max_length - max_new_tokens) for p in prompts]
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     outputs = [""] * len(contexts)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=f"generate {desc}", leave=False, disable=len(starts) < 2):
-        chunk = order[start : start + batch_size]
-        batch = pad_left([contexts[i] for i in chunk], tokenizer.pad_token_id)
-        batch.pop("position_ids")  # generate() derives positions from the attention mask
-        batch = {k: v.to(device) for k, v in batch.items()}
-        generated = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new_tokens = generated[:, batch["input_ids"].shape[1] :]
-        for row, index in enumerate(chunk):
-            outputs[index] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+    for chunk in _by_length(contexts, batch_size, f"generate {desc}"):
+        batch = _padded([contexts[i] for i in chunk], tokenizer.pad_token_id, device)
+        texts = _greedy(model, tokenizer, batch, max_new_tokens, stop)
+        for index, text in zip(chunk, texts, strict=True):
+            outputs[index] = text
     return outputs
+
+
+def _greedy(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    batch: dict[str, torch.Tensor],
+    max_new_tokens: int,
+    stop: Sequence[str],
+) -> list[str]:
+    """The greedy text of each row of a left-padded batch. Finished rows leave the batch (and
+    its KV cache); decoding ends when no row is left."""
+    tokens: list[list[int]] = [[] for _ in range(batch["input_ids"].shape[0])]
+    texts = [""] * len(tokens)
+    live = list(range(len(tokens)))  # the batch's rows that are still decoding
+    mask, positions = batch["attention_mask"], batch["position_ids"]
+    out = model(**batch, logits_to_keep=1, use_cache=True)
+    while live:
+        chosen = out.logits[:, -1].argmax(dim=-1)
+        going = []
+        for r, (row, token) in enumerate(zip(live, chosen.tolist(), strict=True)):
+            if token == tokenizer.eos_token_id:
+                continue
+            tokens[row].append(token)
+            texts[row] = complete_text(tokenizer, tokens[row])
+            if len(tokens[row]) < max_new_tokens and not _stop_reached(texts[row], stop):
+                going.append(r)
+        if len(going) < len(live):
+            if not going:
+                break
+            index = torch.tensor(going, device=chosen.device)
+            out.past_key_values.batch_select_indices(index)
+            mask, positions, chosen = mask[index], positions[index], chosen[index]
+            live = [live[r] for r in going]
+        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+        positions = positions[:, -1:] + 1
+        _count(mask[:, -1:])
+        out = model(
+            input_ids=chosen[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+    return texts
+
+
+def complete_text(tokenizer: Any, ids: list[int]) -> str:
+    """`ids` decoded without special tokens, less a last character cut short: decoders turn
+    its bytes into U+FFFD (byte-level ones into one, byte-fallback ones into one per byte)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    incomplete = len(text) - len(text.rstrip("\ufffd"))
+    return text[: len(text) - min(incomplete, _MAX_INCOMPLETE_BYTES)]
+
+
+def _stop_reached(text: str, stops: Sequence[str]) -> bool:
+    """Whether `_cut` of every continuation of `text` equals `_cut(text)`: a stop string
+    starts at p, and any stop string completed later would start after p."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return bool(found) and min(found) <= len(text) - max(len(s) for s in stops)
 
 
 def _gather(accelerator: Accelerator, predictions: list) -> list:

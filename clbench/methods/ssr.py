@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans
 
 from clbench.data.encoding import encode_prompt, pad_left
 from clbench.data.task import Example
+from clbench.evaluation.evaluate import complete_text
 from clbench.methods import Method, Stage
 
 # Closes every demonstration in an in-context prompt; a generated input ends where it appears.
@@ -167,8 +168,8 @@ def _generate(model, tokenizer, prompts: list[str], new: int, config, **kwargs: 
             eos_token_id=tokenizer.eos_token_id,
             **kwargs,
         )
-        width = batch["input_ids"].shape[1]
-        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        new_ids = out[:, batch["input_ids"].shape[1] :].tolist()
+        texts += [complete_text(tokenizer, ids) for ids in new_ids]  # as the evaluator decodes
     return texts
 
 
