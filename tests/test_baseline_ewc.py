@@ -1,15 +1,11 @@
-"""EWC: the empirical Fisher, the quadratic penalty, the summed and online variants, resume."""
+"""EWC: the empirical Fisher, the quadratic penalty, the summed and online variants."""
 
 import pytest
 import torch
 
-import clbench.training.runner
 from clbench.data.registry import load_task
 from clbench.methods import Stage, create_method
-from clbench.methods.ewc import EWC
-from clbench.results.io import load_results
 from clbench.training.models import apply_lora, load_model
-from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks, config, loaded):
@@ -130,38 +126,3 @@ def test_summed_penalty_equals_the_per_task_sum_and_online_decays(tiny_tasks, ti
     for n in f1:
         assert torch.allclose(online.fisher[n], 0.5 * f1[n] + f2[n])
         assert torch.equal(online.anchor[n], a2[n])
-
-
-def test_a_run_fills_the_matrix_and_resumes_with_the_fisher(
-    tiny_tasks, tiny_config, tmp_path, monkeypatch
-):
-    include = (str(tiny_tasks),)
-    created = []  # the method of each invocation
-    real_create = clbench.training.runner.create_method
-    monkeypatch.setattr(
-        clbench.training.runner,
-        "create_method",
-        lambda *a: created.append(real_create(*a)) or created[-1],
-    )
-    tiny_config.method = "ewc"
-    tiny_config.method_args = {"fisher_examples": 8, "ewc_lambda": 1e4}
-    whole = load_results(run(tiny_config, include=include))
-    matrix = whole["matrix"]
-    assert len(matrix) == 4 and all(len(row) == 3 for row in matrix)
-    assert whole["method"]["name"] == "ewc" and whole["method"]["extra_memory"]
-    assert whole["method"]["hyperparameters"]["ewc_lambda"] == 1e4
-
-    tiny_config.output = str(tmp_path / "interrupted")
-    run(tiny_config, include=include, stop_after=1)
-    resumed = load_results(run(tiny_config, include=include, resume=True))
-    uninterrupted, interrupted, restored = created
-    assert isinstance(restored, EWC) and interrupted.fisher  # stage 1's Fisher was saved
-    assert resumed["matrix"] == matrix
-    # The summed Fisher and anchor include stage 1's only if it survived the interruption.
-    for kind in ("fisher", "anchor"):
-        ours, reference = getattr(restored, kind), getattr(uninterrupted, kind)
-        assert ours.keys() == reference.keys()
-        assert all(torch.equal(ours[n], reference[n]) for n in ours)
-    # The final losses carry the penalty: stages 2 and 3 trained against the same Fisher.
-    losses = [s["final_loss"] for s in whole["timings"]["stages"][1:]]
-    assert [s["final_loss"] for s in resumed["timings"]["stages"][1:]] == losses

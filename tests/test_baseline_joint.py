@@ -1,11 +1,11 @@
-"""Joint: batches drawn uniformly from the union of the tasks so far, seeded, and resumable."""
+"""Joint: batches drawn uniformly from the union of the tasks so far, and seeded."""
 
 from collections import Counter
 
 import clbench.training.train
 from clbench.data.registry import load_task
 from clbench.methods import Stage, create_method
-from clbench.results.io import load_results, read_json
+from clbench.results.io import load_results
 from clbench.training.runner import run
 
 
@@ -64,23 +64,6 @@ def test_a_run_trains_stage_k_on_tasks_1_to_k(tiny_tasks, tiny_config, monkeypat
     tiny_config.method = "joint"
     results = load_results(run(tiny_config, include=(str(tiny_tasks),)))
     assert len(results["matrix"]) == 4 and all(len(row) == 3 for row in results["matrix"])
-    assert results["method"]["extra_memory"] and not results["method"]["uses_task_id"]
     steps = tiny_config.steps_per_task
     stage_tasks = [set().union(*seen[k * steps : (k + 1) * steps]) for k in range(3)]
     assert stage_tasks == [{"t-pos"}, {"t-pos", "t-food"}, {"t-pos", "t-food", "t-neg"}]
-
-
-def test_resume_keeps_the_pool(tiny_tasks, tiny_config, tmp_path, monkeypatch):
-    include = (str(tiny_tasks),)
-    tiny_config.method = "joint"
-    whole = load_results(run(tiny_config, include=include))
-
-    tiny_config.output = str(tmp_path / "interrupted")
-    run_dir = run(tiny_config, include=include, stop_after=1)
-    pool = read_json(run_dir / "state.json")["method_state"]["pool"]
-    assert len(pool) == 16 and {e["task"] for e in pool} == {"t-pos"}
-    seen = _spy_batches(monkeypatch)
-    resumed = load_results(run(tiny_config, include=include, resume=True))
-    steps = tiny_config.steps_per_task
-    assert "t-pos" in set().union(*seen[:steps])  # stage 2 still draws task 1's examples
-    assert resumed["matrix"] == whole["matrix"]

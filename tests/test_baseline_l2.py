@@ -1,13 +1,11 @@
-"""L2: the pull toward the previous task's weights, its value, its effect on training, resume."""
+"""L2: the pull toward the previous task's weights, its value and its effect on training."""
 
 import pytest
 import torch
 
 from clbench.data.registry import load_task
 from clbench.methods import Stage, create_method
-from clbench.results.io import load_results
 from clbench.training.models import load_model
-from clbench.training.runner import run
 
 
 def _stage(index, task_name, tiny_tasks, config, loaded):
@@ -63,22 +61,3 @@ def test_the_pull_keeps_training_near_the_previous_weights(tiny_tasks, tiny_conf
     free = _train_second_task(tiny_tasks, tiny_config, l2_lambda=0.0)
     pulled = _train_second_task(tiny_tasks, tiny_config, l2_lambda=100.0)
     assert free > 0 and pulled < 0.7 * free
-
-
-def test_a_run_fills_the_matrix_and_resumes_from_the_same_anchor(tiny_tasks, tiny_config, tmp_path):
-    include = (str(tiny_tasks),)
-    tiny_config.method = "l2"
-    tiny_config.method_args = {"l2_lambda": 100.0}
-    whole = load_results(run(tiny_config, include=include))
-    matrix = whole["matrix"]
-    assert len(matrix) == 4 and all(len(row) == 3 for row in matrix)
-    assert whole["method"]["hyperparameters"] == {"l2_lambda": 100.0}
-    assert whole["method"]["extra_memory"] and not whole["method"]["uses_task_id"]
-
-    tiny_config.output = str(tmp_path / "interrupted")
-    run(tiny_config, include=include, stop_after=1)
-    resumed = load_results(run(tiny_config, include=include, resume=True))
-    assert resumed["matrix"] == matrix
-    # The final losses carry the penalty: the resumed stages were pulled toward the same anchor.
-    losses = [s["final_loss"] for s in whole["timings"]["stages"][1:]]
-    assert [s["final_loss"] for s in resumed["timings"]["stages"][1:]] == losses

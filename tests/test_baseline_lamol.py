@@ -1,6 +1,6 @@
 """LAMOL: pseudo-examples of earlier tasks come from the model's own samples after the task's
 generation marker, parsed at the template boundary; every trained example is also trained as
-a marked generation sample; only task templates are kept, and they survive --resume."""
+a marked generation sample; only task templates are kept."""
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from clbench.data.registry import load_task
 from clbench.data.task import Example
 from clbench.methods import Stage, Step, create_method
 from clbench.methods.lamol import parse
-from clbench.results.io import load_results, read_json
+from clbench.results.io import load_results
 from clbench.training.models import load_model
 from clbench.training.runner import run
 
@@ -121,7 +121,7 @@ def test_sampling_runs_the_model(tiny_tasks, tiny_config):
     assert loaded.model.training  # training mode is restored
 
 
-def test_run_trains_on_pseudo_examples_and_resumes(tiny_tasks, tiny_config, tmp_path, monkeypatch):
+def test_run_trains_on_pseudo_examples(tiny_tasks, tiny_config, monkeypatch):
     tokenizer = load_model("tiny-random").tokenizer
     calls, batches, generation = [], [], []
     answers = [f"Review: made-up {i}.\nAnswer: {['yes', 'no'][i % 2]}" for i in range(8)]
@@ -156,13 +156,3 @@ def test_run_trains_on_pseudo_examples_and_resumes(tiny_tasks, tiny_config, tmp_
     for trained, marked in zip(batches, generation, strict=True):
         expected = [(f"[GEN:{e.task}] ", e.prompt + e.target, e.task) for e in trained]
         assert [(m.prompt, m.target, m.task) for m in marked] == expected
-
-    # Resume after stage 1: the templates come back, the same pseudo-examples are trained.
-    tiny_config.output = str(tmp_path / "interrupted")
-    run_dir = run(tiny_config, include=include, stop_after=1)
-    state = read_json(run_dir / "state.json")["method_state"]
-    assert state == {"tasks": [{**TEMPLATE, "options": [" yes", " no"]}]}
-    before = len(batches)
-    resumed = load_results(run(tiny_config, include=include, resume=True))
-    assert batches[before:] == batches[3:9]
-    assert resumed["matrix"] == whole["matrix"]

@@ -6,7 +6,6 @@ import clbench.training.train
 from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
 from clbench.methods import Stage, create_method
-from clbench.methods.replay import Replay
 from clbench.results.io import load_results
 from clbench.training.runner import run
 
@@ -32,16 +31,6 @@ def test_replay_mixes_earlier_examples_into_later_batches(tiny_tasks):
     assert [e.task for e in batch[4:]] == ["t-pos", "t-pos"]  # 0.5 x 4 replayed
 
 
-def test_replay_state_round_trips(tiny_tasks):
-    replay = create_method("replay", {"buffer_size": 5})
-    stage = _stage(1, "t-pos", tiny_tasks)
-    replay.before_task(stage)
-    replay.after_task(stage)
-    restored = Replay(replay.params)
-    restored.load_state_dict(replay.state_dict())
-    assert restored.buffer == replay.buffer and restored.seen == replay.seen
-
-
 def test_replay_in_a_run_trains_on_earlier_tasks(tiny_tasks, tiny_config, monkeypatch):
     seen_tasks = []
     real = clbench.training.train.collate
@@ -57,7 +46,6 @@ def test_replay_in_a_run_trains_on_earlier_tasks(tiny_tasks, tiny_config, monkey
     assert all("t-pos" in tasks and "t-food" in tasks for tasks in seen_tasks[steps : 2 * steps])
     assert all("t-neg" in tasks and len(tasks) > 1 for tasks in seen_tasks[2 * steps :])
     assert results["method"]["hyperparameters"] == {"buffer_size": 200, "replay_ratio": 0.5}
-    assert results["method"]["extra_memory"]
 
 
 def test_method_by_module_path_and_bad_hyperparameters():

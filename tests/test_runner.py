@@ -1,4 +1,4 @@
-"""The stage loop on the tiny random model: shape, row 0, determinism, resume."""
+"""The stage loop on the tiny random model: shape, row 0, determinism, checkpoints."""
 
 from pathlib import Path
 
@@ -52,41 +52,19 @@ def test_same_seed_same_run(tiny_tasks, tiny_config, tmp_path):
     assert losses != [s.get("final_loss") for s in other["timings"]["stages"]]
 
 
-def test_resume_gives_the_uninterrupted_result(tiny_tasks, tiny_config, tmp_path):
+def test_an_interrupted_run_keeps_its_checkpoint_until_it_ends(tiny_tasks, tiny_config):
+    """What an interrupted run leaves on disk. That a resumed run ends as an uninterrupted one
+    is tested for every method in test_every_method.py."""
     include = (str(tiny_tasks),)
-    whole = load_results(run(tiny_config, include=include))
-
-    tiny_config.output = str(tmp_path / "interrupted")
     run_dir = run(tiny_config, include=include, stop_after=1)
     state = read_json(run_dir / "state.json")
     assert len(state["rows"]) == 2 and state["checkpoint"] == "checkpoint-1"
     assert (run_dir / "checkpoint-1" / "model.safetensors").is_file()
     assert not (run_dir / "results.json").exists()
 
-    resumed = load_results(run(tiny_config, include=include, resume=True))
-    assert resumed["matrix"] == whole["matrix"]
-    assert [s.get("final_loss") for s in resumed["timings"]["stages"]] == [
-        s.get("final_loss") for s in whole["timings"]["stages"]
-    ]
+    run(tiny_config, include=include, resume=True)
+    assert (run_dir / "results.json").is_file()
     assert not list(run_dir.glob("checkpoint-*"))  # a finished run keeps no checkpoint
-
-
-def test_resume_starts_from_the_saved_weights(tiny_tasks, tiny_config, monkeypatch):
-    """Stage 2 of a resumed run starts from the weights stage 1 ended with."""
-    include = (str(tiny_tasks),)
-    real = clbench.training.runner.train_task
-    before, after = {}, {}
-
-    def spy(model, stage, *args):
-        before[stage.index] = _checksum(model)
-        result = real(model, stage, *args)
-        after[stage.index] = _checksum(model)
-        return result
-
-    monkeypatch.setattr(clbench.training.runner, "train_task", spy)
-    run(tiny_config, include=include, stop_after=1)
-    run(tiny_config, include=include, resume=True, stop_after=1)
-    assert before[2] == after[1] != before[1]
 
 
 def test_lora_trains_only_the_adapter_and_resumes(tiny_tasks, tiny_config, tmp_path, monkeypatch):
