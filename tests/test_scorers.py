@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+
 import pytest
 import sacrebleu
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 from seqeval.metrics import f1_score, precision_score, recall_score
 
 from clbench.evaluation.scorers import (
     SCORERS,
+    RougeTokenizer,
     accuracy,
     bio_entities,
+    bleu_tokenizer,
+    check_options,
     chrf,
     entity_f1,
     exact_match,
@@ -19,6 +25,8 @@ from clbench.evaluation.scorers import (
     preference_accuracy,
     rouge_l,
 )
+
+HAS_MECAB = bool(importlib.util.find_spec("MeCab") and importlib.util.find_spec("ipadic"))
 
 
 def test_registry_names() -> None:
@@ -216,6 +224,27 @@ def test_format_and_parse_round_trip() -> None:
     assert parse_entities(format_entities([])) == []
 
 
+def test_separators_inside_entities_are_escaped_and_parsed_back_exactly() -> None:
+    items = [("org", "Rock ; Roll Inc"), ("misc", "C:\\ drive"), ("a:b", "x"), ("per", "none")]
+    text = format_entities(items)
+    assert text == "org: Rock \\; Roll Inc; misc: C:\\\\ drive; a\\:b: x; per: none"
+    assert parse_entities(text) == items
+    # A lone trailing backslash is kept as it is.
+    assert parse_entities("per: Ann\\") == [("per", "Ann\\")]
+
+
+def test_gold_entities_with_separators_score_exactly_one() -> None:
+    sentence = {
+        "tokens": ["Rock", ";", "Roll", "Inc", "met", "A\\B", "in", "Rome", ";", "twice"],
+        "tags": ["B-org", "I-org", "I-org", "I-org", "O", "B-per", "O", "B-loc", "O", "O"],
+    }
+    gold = format_entities(bio_entities(sentence["tokens"], sentence["tags"]))
+    assert entity_f1([gold], [sentence])["entity_f1"] == 1.0
+    # Unescaped, the ";" splits "Rock ; Roll Inc" into two items that are not entities.
+    unescaped = "org: Rock ; Roll Inc; per: A\\B; loc: Rome"
+    assert entity_f1([unescaped], [sentence])["entity_f1"] < 1.0
+
+
 # --- translation ---------------------------------------------------------------------------
 
 HYPOTHESES = [
@@ -240,9 +269,80 @@ def test_chrf_and_bleu_equal_sacrebleu() -> None:
 
 
 def test_chrf_identical_is_one() -> None:
-    scores = chrf(TRANSLATIONS, TRANSLATIONS)
-    assert scores["chrf"] == pytest.approx(1.0)
-    assert scores["bleu"] == pytest.approx(1.0)
+    # Exactly 1.0: sacrebleu's own arithmetic gives 100.00000000000004 here.
+    assert chrf(TRANSLATIONS, TRANSLATIONS) == {"chrf": 1.0, "bleu": 1.0}
+
+
+CHINESE_HYPOTHESES = [
+    "我喜欢在公园里散步。",
+    "今天天气很好，我们去海边吧。",
+    "他正在读一本有趣的书。",
+]
+CHINESE_REFERENCES = [
+    "我喜欢在公园散步。",
+    "今天天气不错，我们去海边吧。",
+    "他在看一本很有意思的书。",
+]
+
+
+def test_bleu_of_chinese_uses_the_zh_tokenizer() -> None:
+    scores = chrf(CHINESE_HYPOTHESES, CHINESE_REFERENCES, language="zh")
+    zh = sacrebleu.corpus_bleu(CHINESE_HYPOTHESES, [CHINESE_REFERENCES], tokenize="zh")
+    plain = sacrebleu.corpus_bleu(CHINESE_HYPOTHESES, [CHINESE_REFERENCES], tokenize="13a")
+    assert scores["bleu"] == pytest.approx(zh.score / 100)
+    # 13a sees each unspaced sentence as one or two words, so it scores far lower.
+    assert plain.score < zh.score / 2
+    assert chrf(CHINESE_HYPOTHESES, CHINESE_REFERENCES)["bleu"] == pytest.approx(plain.score / 100)
+    assert chrf(CHINESE_REFERENCES, CHINESE_REFERENCES, language="zh") == {"chrf": 1.0, "bleu": 1.0}
+
+
+def test_bleu_tokenizer_set_by_name_overrides_the_language() -> None:
+    scores = chrf(CHINESE_HYPOTHESES, CHINESE_REFERENCES, language="zh", tokenize="char")
+    char = sacrebleu.corpus_bleu(CHINESE_HYPOTHESES, [CHINESE_REFERENCES], tokenize="char")
+    assert scores["bleu"] == pytest.approx(char.score / 100)
+
+
+def test_bleu_tokenizer_follows_the_language_code() -> None:
+    assert bleu_tokenizer("zh") == bleu_tokenizer("zh-Hant") == bleu_tokenizer("ZH_cn") == "zh"
+    assert bleu_tokenizer("de") == bleu_tokenizer(None) == bleu_tokenizer("") == "13a"
+    if HAS_MECAB:
+        assert bleu_tokenizer("ja") == "ja-mecab"
+    else:
+        with pytest.warns(UserWarning, match="ja-mecab"):
+            assert bleu_tokenizer("ja") == "char"
+
+
+def test_japanese_gold_translations_score_exactly_one() -> None:
+    references = ["猫が好きです。", "東京は大きな都市です。"]
+    with contextlib.nullcontext() if HAS_MECAB else pytest.warns(UserWarning, match="ja-mecab"):
+        assert chrf(references, references, language="ja") == {"chrf": 1.0, "bleu": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("metric", "options", "message"),
+    [
+        (
+            "rouge_l",
+            {"tokenize": "zh"},
+            "metric 'rouge_l' has no option(s) tokenize; it takes none",
+        ),
+        ("chrf", {"tokeniser": "zh"}, "has no option(s) tokeniser; it takes language, tokenize"),
+        ("chrf", {"tokenize": "jieba"}, "'tokenize' is 'jieba'; sacrebleu has"),
+        ("chrf", {"language": 7}, "option 'language' must be a string"),
+    ],
+)
+def test_check_options_names_the_problem(metric, options, message) -> None:
+    assert message in check_options(metric, options)
+
+
+def test_check_options_accepts_known_options() -> None:
+    assert check_options("chrf", {"tokenize": "zh", "language": "zh"}) is None
+    assert check_options("accuracy", {}) is None
+
+
+@pytest.mark.skipif(HAS_MECAB, reason="MeCab is installed")
+def test_check_options_refuses_a_tokenizer_whose_package_is_missing() -> None:
+    assert "cannot use tokenizer 'ja-mecab'" in check_options("chrf", {"tokenize": "ja-mecab"})
 
 
 # --- instruction following -----------------------------------------------------------------
@@ -263,6 +363,33 @@ def test_rouge_l_equals_rouge_score() -> None:
     assert scores["rouge_l"] == pytest.approx(11 / 14)
     # Only the first matches exactly after stripping.
     assert scores["exact_match"] == 0.5
+
+
+ASCII_TEXTS = [
+    "The cats_are RUNNING, fast!! 3.14 x-ray",
+    "hello___world  it's   (maybe) HTTP/2 e-mail",
+    "Generalization; generalizations: generalize.",
+]
+
+
+@pytest.mark.parametrize("text", ASCII_TEXTS)
+def test_rouge_tokenizer_equals_rouge_score_on_ascii(text: str) -> None:
+    assert RougeTokenizer().tokenize(text) == tokenizers.DefaultTokenizer(True).tokenize(text)
+
+
+def test_rouge_tokenizer_keeps_every_script() -> None:
+    tokens = RougeTokenizer().tokenize("我爱北京。Naïve Москва, हिन्दी カタカナ")
+    # Han and Kana one character each; other scripts whole words, lower-cased, marks kept.
+    assert tokens == ["我", "爱", "北", "京", "naïve", "москва", "हिन्दी", "カ", "タ", "カ", "ナ"]
+
+
+def test_rouge_l_of_chinese() -> None:
+    # rouge-score's own tokenizer drops every Chinese character: 0 even for equal strings.
+    default = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert default.score("我爱北京", "我爱北京")["rougeL"].fmeasure == 0.0
+    assert rouge_l(["我爱北京", "今天很好"], ["我爱北京", "今天很好"])["rouge_l"] == 1.0
+    # By hand: 我爱北京 vs 我爱上海 share the LCS 我爱, 2 of 4 characters each: P = R = F = 1/2.
+    assert rouge_l(["我爱上海"], ["我爱北京"])["rouge_l"] == pytest.approx(0.5)
 
 
 # --- preferences ---------------------------------------------------------------------------
