@@ -63,7 +63,9 @@ def _bad_task(tiny_tasks, change):
         (lambda s: s.update(family="poetry"), "field 'family' is 'poetry'"),
         (lambda s: s.update(labels="yes"), "field 'labels' must be a list of strings"),
         (lambda s: s.update(colour="red"), "unknown task field(s) colour"),
-        (lambda s: s.update(prompt="{txt}\nAnswer:"), "missing field(s) txt"),
+        (lambda s: s.update(prompt="{txt}\nAnswer:"), "field 'prompt' uses {txt}, which is"),
+        (lambda s: s.update(prompt="{text\nAnswer:"), "field 'prompt' is not a valid template"),
+        (lambda s: s.update(metric_args={"tokenize": "zh"}), "field 'metric_args': metric"),
         (lambda s: s.update(labels=["positive", "negative"]), "label 'yes' is not one of"),
     ],
 )
@@ -75,11 +77,43 @@ def test_bad_task_yaml(change, message, tiny_tasks, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_template_typo_names_the_task_file_and_the_variable(tiny_tasks, tmp_path, capsys):
+    _mirror(tmp_path, [json.dumps({"text": "a", "label": "x"})])
+    code, err = _run_mini(tiny_tasks, tmp_path, capsys, "{text}\nTopic: {titel}\nAnswer:")
+    assert code == 2
+    assert f"error: {tiny_tasks / 'mini.yaml'}: field 'prompt' uses {{titel}}" in err
+    assert "(label, text)" in err and ".jsonl" not in err
+
+
+def test_yaml_syntax_error_names_file_and_line(tiny_tasks, tmp_path, capsys):
+    path = tiny_tasks / "t-pos.yaml"
+    path.write_text("name: t-pos\nfamily: text_classification\nprompt: [unclosed\n")
+    code, err = _cli(_tiny(tiny_tasks, tmp_path, "--sequence", "tiny"), capsys)
+    assert code == 2 and f"{path}:4: not valid YAML" in err
+
+
 def test_bad_config_file(tiny_tasks, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("sequence: tiny\nbatch_size: eight\n")
     code, err = _cli(_tiny(tiny_tasks, tmp_path, "--config", str(config)), capsys)
     assert code == 2 and str(config) in err and "'batch_size' must be int" in err
+
+
+def _run_mini(tiny_tasks, tmp_path, capsys, prompt):
+    """Run the sequence `mini-seq` of the one task `mini`, read from the mirror of `_mirror`."""
+    spec = {
+        "name": "mini",
+        "family": "text_classification",
+        "source": {"dataset": "mini"},
+        "prompt": prompt,
+        "target": " {label}",
+    }
+    (tiny_tasks / "mini.yaml").write_text(yaml.safe_dump(spec))
+    (tiny_tasks / "mini-seq.yaml").write_text(
+        yaml.safe_dump({"name": "mini-seq", "tasks": ["mini"]})
+    )
+    flags = ["--sequence", "mini-seq", "--data-dir", str(tmp_path / "mirror")]
+    return _cli(_tiny(tiny_tasks, tmp_path, *flags), capsys)
 
 
 def _mirror(tmp_path: Path, train_lines: list[str]) -> Path:
@@ -101,19 +135,7 @@ def _mirror(tmp_path: Path, train_lines: list[str]) -> Path:
 )
 def test_bad_mirror_data(lines, message, tiny_tasks, tmp_path, capsys):
     _mirror(tmp_path, lines)
-    spec = {
-        "name": "mini",
-        "family": "text_classification",
-        "source": {"dataset": "mini"},
-        "prompt": "{text}\nAnswer:",
-        "target": " {label}",
-    }
-    (tiny_tasks / "mini.yaml").write_text(yaml.safe_dump(spec))
-    (tiny_tasks / "mini-seq.yaml").write_text(
-        yaml.safe_dump({"name": "mini-seq", "tasks": ["mini"]})
-    )
-    flags = ["--sequence", "mini-seq", "--data-dir", str(tmp_path / "mirror")]
-    code, err = _cli(_tiny(tiny_tasks, tmp_path, *flags), capsys)
+    code, err = _run_mini(tiny_tasks, tmp_path, capsys, "{text}\nAnswer:")
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
 

@@ -11,7 +11,9 @@ from accelerate import Accelerator
 
 from clbench.cli import main
 from clbench.data.registry import load_task
+from clbench.data.task import Task
 from clbench.evaluation.evaluate import evaluate_task
+from clbench.evaluation.scorers import chrf
 from clbench.results.io import load_results
 from clbench.training.models import load_model
 from clbench.training.runner import run
@@ -183,25 +185,23 @@ def test_dpo_stage_moves_the_policy_towards_chosen(mirror, tmp_path, tiny_config
 @pytest.mark.parametrize(
     ("family", "bad", "message"),
     [
-        (
-            "ner",
-            {"tokens": ["a", "b"], "tags": ["O"]},
-            "test.jsonl: line 3: 2 tokens but 1 BIO tags",
-        ),
-        ("ner", {"tokens": ["a"], "tags": ["X-person"]}, "line 3: 'X-person' is not a BIO tag"),
-        ("ner", {"tokens": ["a"], "tags": ["B-animal"]}, "line 3: entity type(s) animal not in"),
-        ("text_classification", {"text": "a", "label": "meh"}, "line 3: label 'meh' is not one of"),
+        ("ner", {"tokens": ["a", "b"], "tags": ["O"]}, "test.jsonl:4: 2 tokens but 1 BIO tags"),
+        ("ner", {"tokens": ["a"], "tags": ["X-person"]}, "test.jsonl:4: 'X-person' is not a BIO"),
+        ("ner", {"tokens": ["a"], "tags": ["B-animal"]}, "test.jsonl:4: entity type(s) animal not"),
+        ("ner", {"tokens": ["a"]}, "test.jsonl:4: missing field(s) tags"),
+        ("text_classification", {"text": "a", "label": "meh"}, "test.jsonl:4: label 'meh' is not"),
         (
             "relation_extraction",
             {**RELATION, "head": {"text": "Ada", "span": [4, 9]}},
-            "line 3: 'head.span' must be [start, end) within the 6 tokens",
+            "test.jsonl:4: 'head.span' must be [start, end) within the 6 tokens",
         ),
     ],
 )
 def test_bad_records_name_file_and_line(family, bad, message, mirror, capsys):
     root, tasks = mirror
     test_file = root / family / f"my_{family}" / "test.jsonl"
-    test_file.write_text(test_file.read_text() + json.dumps(bad) + "\n")
+    # After a blank line: the bad record is the third, on line 4.
+    test_file.write_text(test_file.read_text() + "\n" + json.dumps(bad) + "\n")
     (tasks / "one.yaml").write_text(yaml.safe_dump({"name": "one", "tasks": [f"my-{family}"]}))
     code = main(
         [
@@ -235,3 +235,98 @@ def test_contamination_warning(mirror, tiny_config):
 def test_no_contamination_warning_on_disjoint_data(tiny_tasks, tiny_config, recwarn):
     run(tiny_config, include=(str(tiny_tasks),))
     assert not [w for w in recwarn if "contamination" in str(w.message)]
+
+
+# --- Scoring in every language: gold answers scored as predictions give exactly 1.0 ----------
+
+
+def _load(tmp_path, family, records, prompt, target, **fields):
+    """A task of `family` over `records` (train = test) on a mirror made here."""
+    folder = tmp_path / "mirror" / family / "data"
+    folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+        )
+    spec = {"name": "t", "family": family, "source": {"dataset": "data"}, "prompt": prompt}
+    task = Task.from_dict({**spec, "target": target, **fields})
+    return task.load(str(tmp_path / "mirror"))
+
+
+def _gold(data):
+    return [e.target for e in data.test]
+
+
+ZH_TRANSLATIONS = [
+    {"src": "I like walking in the park.", "tgt": "我喜欢在公园散步。"},
+    {"src": "The weather is nice today.", "tgt": "今天天气不错。"},
+]
+
+
+def test_translation_into_chinese_scores_bleu_with_the_zh_tokenizer(tmp_path):
+    records = [{**r, "src_lang": "en", "tgt_lang": "zh"} for r in ZH_TRANSLATIONS]
+    data = _load(tmp_path, "machine_translation", records, "{src_language}: {src}\n", " {tgt}")
+    assert data.metric_args == {"language": "zh"}
+    assert data.test[0].prompt == "English: I like walking in the park.\n"
+    assert data.score(_gold(data)) == {"chrf": 1.0, "bleu": 1.0}
+    predictions = ["我喜欢在公园里散步。", "今天天气很好。"]
+    references = [r["tgt"] for r in ZH_TRANSLATIONS]
+    assert data.score(predictions) == chrf(predictions, references, tokenize="zh")
+    assert data.score(predictions)["bleu"] > chrf(predictions, references)["bleu"]  # 13a
+
+
+def test_the_yaml_sets_the_bleu_tokenizer(tmp_path):
+    records = [{**r, "src_lang": "en", "tgt_lang": "zh"} for r in ZH_TRANSLATIONS]
+    data = _load(
+        tmp_path,
+        "machine_translation",
+        records,
+        "{src}",
+        " {tgt}",
+        metric_args={"tokenize": "char"},
+    )
+    assert data.metric_args == {"tokenize": "char", "language": "zh"}
+    predictions = ["我喜欢在公园里散步。", "今天天气很好。"]
+    references = [r["tgt"] for r in ZH_TRANSLATIONS]
+    assert data.score(predictions) == chrf(predictions, references, tokenize="char")
+
+
+def test_mixed_target_languages_fall_back_to_13a(tmp_path):
+    records = [
+        {"src": "one", "tgt": "一", "src_lang": "en", "tgt_lang": "zh"},
+        {"src": "one", "tgt": "eins", "src_lang": "en", "tgt_lang": "de"},
+    ]
+    data = _load(tmp_path, "machine_translation", records, "{src}", " {tgt}")
+    assert data.metric_args == {}
+
+
+def test_chinese_instructions_score_rouge_l_one_on_gold(tmp_path):
+    records = [
+        {"instruction": "翻译成中文。", "input": "thank you", "output": "谢谢你"},
+        {"instruction": "总结。", "input": "今天下雨，我们没有出门。", "output": "下雨没出门"},
+    ]
+    data = _load(tmp_path, "instruction_tuning", records, "{instruction}\n{input}\n", " {output}")
+    assert data.score(_gold(data)) == {"rouge_l": 1.0, "exact_match": 1.0}
+    assert 0 < data.score(["谢谢", "没出门"])["rouge_l"] < 1
+
+
+def test_ner_entities_holding_separators_score_one_on_gold(tmp_path):
+    records = [
+        {
+            "tokens": ["Rock", ";", "Roll", "Ltd", "hired", "A\\B", "in", "Oslo", ";", "twice"],
+            "tags": ["B-org", "I-org", "I-org", "I-org", "O", "B-per", "O", "B-loc", "O", "O"],
+        },
+        {"tokens": ["北", "京", "很", "大"], "tags": ["B-loc", "I-loc", "O", "O"]},
+    ]
+    data = _load(tmp_path, "ner", records, "{sentence}\nEntities:", " {entities}")
+    assert data.test[0].target == " org: Rock \\; Roll Ltd; per: A\\\\B; loc: Oslo"
+    assert data.references == [{"tokens": r["tokens"], "tags": r["tags"]} for r in records]
+    assert data.score(_gold(data))["entity_f1"] == 1.0
+
+
+def test_references_follow_the_evaluation(mirror):
+    root, tasks = mirror
+    ranked = load_task(str(tasks / "my-text_classification.yaml")).load(str(root))
+    assert ranked.references == [1, 0]  # indices into labels.json [negative, positive]
+    generated = load_task(str(tasks / "my-instruction_tuning.yaml")).load(str(root))
+    assert generated.references == ["HI", "YO"]  # the targets without their leading space

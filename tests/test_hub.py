@@ -1,11 +1,14 @@
 """Hub-style sources through `datasets.load_dataset` (here its local "json" builder), and
 `clbench download` writing the mirror layout from them."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+import clbench.data
 from clbench.cli import main
 from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
@@ -81,3 +84,40 @@ def test_unreachable_hub_dataset_is_a_clear_error(hub_task):
     (hub_task / "news.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ClbenchError, match="cannot load 'json' split 'train'"):
         load_task("news", (str(hub_task),)).load()
+
+
+def _data_imports() -> dict[str, set[str]]:
+    """For each module of clbench.data, the modules of clbench.data it imports, at any depth
+    of its code (an import inside a function closes a cycle as surely as one at the top)."""
+    folder = Path(clbench.data.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "clbench.data":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "clbench.data."
+            ):
+                imported.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("clbench.data.")]
+                imported |= {name.split(".")[2] for name in names}
+        graph[path.stem] = imported
+    return graph
+
+
+def test_the_data_modules_import_without_a_cycle():
+    graph = _data_imports()
+    assert "registry" in graph["download"] and "hub" in graph["download"]  # the walk sees them
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in graph.get(module, ()):
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())

@@ -11,6 +11,7 @@ import yaml
 from clbench.data.hub import check_spec
 from clbench.data.hub_formats import hh_dialogue, semeval_tags
 from clbench.data.registry import load_task
+from clbench.data.task import read_task_file
 from clbench.errors import ClbenchError
 
 FEWREL_ROWS = [
@@ -50,7 +51,7 @@ MULTI30K_ROWS = [{"en": "A dog runs.", "de": "Ein Hund rennt."}] * 3
 
 def local_copy(task_name, rows, tmp_path):
     """The registered task with its Hub path replaced by json files of `rows`."""
-    spec = yaml.safe_load(Path(load_task(task_name).origin).read_text())
+    spec, _ = read_task_file(Path(load_task(task_name).origin))  # with what it includes
     hub = spec["source"]["hub"]
     files = {}
     for split in set(hub["splits"].values()):

@@ -1,14 +1,8 @@
-"""Task families: the record fields each one needs (SPEC section 3), the extra template
-variables it derives from a record, how its tasks are evaluated, and its default metric.
+"""Task families: the record fields each one needs, the extra template variables it derives
+from a record, how its tasks are evaluated, and its default metric.
 
-| family | evaluation | default metric | extra template variables |
-|---|---|---|---|
-| text_classification | rank the label options | accuracy | |
-| ner | greedy generation of `type: span; ...` | entity_f1 | sentence, entities |
-| relation_extraction | rank the relation options | accuracy | head_text, tail_text, marked_text |
-| machine_translation | greedy generation | chrf | src_language, tgt_language |
-| instruction_tuning | greedy generation | rouge_l | |
-| alignment | compare chosen with rejected | preference_accuracy | response (in `target`) |
+docs/data-layout.md describes each family's records and the language names of `LANGUAGES`;
+docs/tasks-and-sequences.md how each family is scored.
 """
 
 from __future__ import annotations
@@ -53,6 +47,9 @@ class Family:
     provides: tuple[str, ...] = ()  # template variables that `derive` adds
     derive: Callable[[dict], dict[str, Any]] = field(default=lambda record: {})
     check: Callable[[dict], str | None] = field(default=lambda record: None)
+    language: str | None = None  # the record field holding the answer's language code
+    # What the scorer compares a prediction with, when not the target text (see task.gold).
+    reference: Callable[[dict], Any] | None = None
 
 
 def _ner_derive(record: dict) -> dict[str, Any]:
@@ -120,6 +117,7 @@ FAMILIES: dict[str, Family] = {
             provides=("sentence", "entities"),
             derive=_ner_derive,
             check=_ner_check,
+            reference=lambda record: {"tokens": record["tokens"], "tags": record["tags"]},
         ),
         Family(
             "relation_extraction",
@@ -139,6 +137,7 @@ FAMILIES: dict[str, Family] = {
             answer="tgt",
             provides=("src_language", "tgt_language"),
             derive=_mt_derive,
+            language="tgt_lang",
         ),
         Family(
             "instruction_tuning",

@@ -1,4 +1,5 @@
-"""Reading task data: the local mirror layout of SPEC section 3, and clbench's generated data."""
+"""Reading the local mirror (layout in docs/data-layout.md), and what every task's data shares:
+its splits, its fixed-seed subsample and its fingerprint."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from clbench.data.synthetic import GENERATORS
-from clbench.errors import ClbenchError
+from clbench.errors import ClbenchError, at
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # every task has them, read from the mirror, the Hub or a generator
 
 
 def data_root(data_dir: str | None) -> Path | None:
@@ -21,11 +21,11 @@ def data_root(data_dir: str | None) -> Path | None:
     return Path(root).expanduser() if root else None
 
 
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Records of one split; errors name the file and the line."""
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of one split and the line number of each (blank lines are skipped)."""
     if not path.is_file():
         raise ClbenchError(f"missing data file {path}")
-    records = []
+    records, numbers = [], []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -33,16 +33,12 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ClbenchError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+                raise ClbenchError(f"{at(path, number)}: not valid JSON ({err.msg})") from err
             if not isinstance(record, dict):
-                raise ClbenchError(f"{path}:{number}: expected a JSON object")
-            missing = [name for name in required if name not in record]
-            if missing:
-                raise ClbenchError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+                raise ClbenchError(f"{at(path, number)}: expected a JSON object")
             records.append(record)
-    if not records:
-        raise ClbenchError(f"{path}: the split is empty")
-    return records
+            numbers.append(number)
+    return records, numbers
 
 
 def read_labels(path: Path) -> list[str]:
@@ -67,23 +63,6 @@ def mirror_folder(root: Path | None, family: str, dataset: str, task: str) -> Pa
     if not folder.is_dir():
         raise ClbenchError(f"task {task!r}: dataset folder {folder} does not exist")
     return folder
-
-
-def generate(generator: str, args: dict[str, Any], task: str) -> dict[str, list[dict]]:
-    if generator not in GENERATORS:
-        raise ClbenchError(
-            f"task {task!r}: unknown generator {generator!r}; known: {', '.join(GENERATORS)}"
-        )
-    try:
-        records = GENERATORS[generator](**args)
-    except (TypeError, ValueError) as err:
-        raise ClbenchError(f"task {task!r}: generator {generator!r}: {err}") from err
-    for split in SPLITS:
-        if not records.get(split):
-            raise ClbenchError(
-                f"task {task!r}: generator {generator!r} gave an empty {split} split"
-            )
-    return records
 
 
 def subsample(records: list[dict], limit: int | None) -> list[dict]:

@@ -1,7 +1,8 @@
 """Finding tasks and sequences by name in the YAML folders: the built-in `tasks/` and the user's.
 
 A YAML file with a `tasks` list is a sequence; any other is a task. Names come from the files'
-`name` fields, and two files may not claim the same name.
+`name` fields, and two files may not claim the same name. A file whose name starts with `_` is
+neither: it is a base that task files `include:`, and need not be a whole task.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from clbench.data.sequence import Sequence
-from clbench.data.task import Task
-from clbench.errors import ClbenchError, unknown_name
+from clbench.data.task import Task, read_task_file
+from clbench.errors import ClbenchError, read_yaml, unknown_name
 
 
 def builtin_task_dir() -> Path:
@@ -42,10 +41,11 @@ def _index(folders: tuple[Path, ...]) -> tuple[dict[str, Path], dict[str, Path]]
     sequences: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.rglob("*.yaml")):
-            try:
-                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as err:
-                raise ClbenchError(f"{path}: not valid YAML: {err}") from err
+            if path.name.startswith("_"):
+                continue
+            spec = read_yaml(path)
+            if isinstance(spec, dict) and "include" in spec and "tasks" not in spec:
+                spec = read_task_file(path)[0]
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise ClbenchError(f"{path}: missing required field 'name'")
             table = sequences if "tasks" in spec else tasks

@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from clbench.errors import ClbenchError
+from clbench.errors import ClbenchError, read_yaml
 
 
 @dataclass
@@ -25,10 +23,7 @@ class Sequence:
 
     @classmethod
     def from_yaml(cls, path: Path) -> Sequence:
-        try:
-            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ClbenchError(f"{path}: not valid YAML: {err}") from err
+        spec = read_yaml(path)
         if not isinstance(spec, dict):
             raise ClbenchError(f"{path}: a sequence file must be a mapping of fields")
         unknown = sorted(set(spec) - {"name", "tasks", "description", "citation"})

@@ -2,7 +2,7 @@
 
 Every generator is deterministic: the same arguments give the same records on every machine,
 whatever the run's seed, so the tasks' fingerprints never change. Records follow the local
-mirror's schema of their family (SPEC section 3) and go through the same loading path. The word
+mirror's schema of their family (docs/data-layout.md) and go through the same loading path. The word
 lists are split between train and test, so every test record is new to a trained model; class
 labels are balanced; bad arguments raise ValueError naming the argument.
 """
@@ -13,9 +13,12 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Collection
+from typing import Any
+
+from clbench.data.mirror import SPLITS
+from clbench.errors import ClbenchError
 
 Records = dict[str, list[dict]]
-SPLITS = ("train", "test")
 
 
 def _items(text: str, separator: str = ",") -> list[str]:
@@ -383,3 +386,15 @@ GENERATORS: dict[str, Callable[..., Records]] = {
     "instructions": instructions,
     "preferences": preferences,
 }
+
+
+def generate(generator: str, args: dict[str, Any], task: str) -> Records:
+    """The records of `task`'s `source: {generator: ..., args: ...}`."""
+    if generator not in GENERATORS:
+        raise ClbenchError(
+            f"task {task!r}: unknown generator {generator!r}; known: {', '.join(GENERATORS)}"
+        )
+    try:
+        return GENERATORS[generator](**args)
+    except (TypeError, ValueError) as err:
+        raise ClbenchError(f"task {task!r}: generator {generator!r}: {err}") from err

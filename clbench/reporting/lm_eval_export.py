@@ -36,12 +36,14 @@ from clbench.evaluation.scorers import SCORERS
 
 def process_results(doc, results):
     # lm-eval has already cut the generation at the task's stop strings.
-    return {doc["metric"]: (results[0].strip(), json.loads(doc["reference"]), doc["metric"])}
+    reference = json.loads(doc["reference"])
+    return {doc["metric"]: (results[0].strip(), reference, doc["metric"], doc["metric_args"])}
 
 
 def aggregate(items):
-    predictions, references, metrics = zip(*items)
-    return SCORERS[metrics[0]](list(predictions), list(references))[metrics[0]]
+    predictions, references, metrics, options = zip(*items)
+    scorer = SCORERS[metrics[0]]
+    return scorer(list(predictions), list(references), **json.loads(options[0]))[metrics[0]]
 '''
 
 
@@ -127,9 +129,10 @@ def _records(data: TaskData) -> list[dict]:
         {
             "prompt": e.prompt,
             "target": e.target,
-            # A JSON string: references may be structured (NER's tokens and tags).
-            "reference": json.dumps(e.reference if e.reference is not None else e.target.strip()),
+            # JSON strings: references may be structured (NER's tokens and tags).
+            "reference": json.dumps(reference),
             "metric": data.task.metric,
+            "metric_args": json.dumps(data.metric_args),  # the BLEU tokenizer, say
         }
-        for e in data.test
+        for e, reference in zip(data.test, data.references, strict=True)
     ]
