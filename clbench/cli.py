@@ -311,7 +311,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from clbench.data.hub import download
+    from clbench.data.download import download
 
     for line in download(args.sequence, args.data_dir, tuple(args.include_path)):
         print(line)
