@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from clbench.errors import ClbenchError
+from clbench.errors import ClbenchError, read_yaml
 
 
 @dataclass
@@ -143,12 +141,7 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise ClbenchError(f"cannot read config file {path}: {err.strerror}") from err
-        except yaml.YAMLError as err:
-            raise ClbenchError(f"{path}: not valid YAML: {err}") from err
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ClbenchError(f"{path}: expected a mapping of config fields")
         return cls.from_dict({**data, **(overrides or {})}, origin=str(path))

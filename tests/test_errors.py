@@ -92,6 +92,13 @@ def test_yaml_syntax_error_names_file_and_line(tiny_tasks, tmp_path, capsys):
     assert code == 2 and f"{path}:4: not valid YAML" in err
 
 
+def test_config_syntax_error_names_file_and_line(tiny_tasks, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("sequence: tiny\nbatch_size: 8\n  lr: 0.1\n")
+    code, err = _cli(_tiny(tiny_tasks, tmp_path, "--config", str(config)), capsys)
+    assert code == 2 and f"{config}:3: not valid YAML" in err
+
+
 def test_bad_config_file(tiny_tasks, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("sequence: tiny\nbatch_size: eight\n")
