@@ -1,1 +1,2 @@
-"""Reading results files: tables with statistics, figures, lm-eval export."""
+"""Output from results files: `tables` (`clbench report`), `plots` (`clbench plot`), and the
+lm-eval export."""

@@ -37,7 +37,8 @@ class ResultsError(ClbenchError):
 
     def __init__(self, source: str, field_name: str, problem: str) -> None:
         self.source, self.field, self.problem = source, field_name, problem
-        super().__init__(f"{source}: field {field_name!r} {problem}" if field_name else problem)
+        where = f"field {field_name!r} " if field_name else ""
+        super().__init__(f"{source}: {where}{problem}")
 
 
 class _Problem(Exception):
@@ -174,9 +175,7 @@ class Results(_Record):
             source = f"run {run_id}" if isinstance(run_id, str) else "results"
         if not isinstance(content, dict):
             kind = type(content).__name__
-            raise ResultsError(
-                source, "", f"{source}: a results object must be a JSON object, not {kind}"
-            )
+            raise ResultsError(source, "", f"a results object must be a JSON object, not {kind}")
         try:
             results = cls.parse(_migrate(content), "")
             results.source = source
