@@ -266,6 +266,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--include-path", action="append", default=[], metavar="DIR")
     export.set_defaults(handler=_export)
+    from clbench.sweep.command import add_parser as add_sweep_parser
+
+    add_sweep_parser(commands)
     return parser
 
 

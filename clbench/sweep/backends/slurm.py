@@ -1,0 +1,70 @@
+"""The `slurm` backend: one submitit job array per sweep, one job per cell.
+
+A job that SLURM preempts or times out gets submitit's signal; `CellJob` is checkpointable, so
+submitit requeues it and the requeued job resumes the cell from its last finished stage.
+submitit's files (job scripts, stdout and stderr of each job) go to <sweep>/slurm/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import submitit
+
+from clbench.errors import ClbenchError
+from clbench.sweep.backends import Progress, command
+from clbench.sweep.cells import run_cell
+from clbench.sweep.grid import Cell, Grid, slurm_minutes
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The job of one cell; `checkpoint` (inherited) resubmits it as it is, since the cell's
+    progress is in its run folder."""
+
+    def __init__(self, root: str, threads: int, retries: int, commands: dict[str, list[str]]):
+        self.root, self.threads, self.retries, self.commands = root, threads, retries, commands
+
+    def __call__(self, cell: str) -> str:
+        return run_cell(self.root, cell, self.threads, self.retries, "slurm", self.commands[cell])
+
+
+def executor(grid: Grid) -> submitit.AutoExecutor:
+    options, resources = grid.slurm, grid.resources
+    cluster = None if options.cluster == "slurm" else options.cluster
+    if cluster not in (None, "local", "debug"):
+        raise ClbenchError(f"{grid.path}: slurm.cluster must be slurm, local or debug")
+    params: dict[str, Any] = {
+        "name": f"clbench-{grid.folder.name}",
+        "timeout_min": slurm_minutes(options.time),
+        "cpus_per_task": resources.cpus,
+        "gpus_per_node": resources.gpus,
+        "nodes": 1,
+        "tasks_per_node": 1,  # `accelerate launch` starts a cell's processes itself
+    }
+    if options.mem_gb is not None:
+        params["mem_gb"] = options.mem_gb
+    for key in ("partition", "account", "qos", "constraint", "array_parallelism"):
+        if getattr(options, key) is not None:
+            params[f"slurm_{key}"] = getattr(options, key)
+    if options.additional:
+        params["slurm_additional_parameters"] = options.additional
+    auto = submitit.AutoExecutor(folder=grid.folder / "slurm" / "%j", cluster=cluster)
+    auto.update_parameters(**params)
+    return auto
+
+
+def run(grid: Grid, cells: list[Cell], progress: Progress) -> None:
+    threads = grid.resources.cpus // grid.resources.processes or 1
+    commands = {cell.id: command(grid, cell, threads) for cell in cells}
+    job = CellJob(str(grid.folder), threads, grid.retries, commands)
+    try:
+        jobs = executor(grid).map_array(job, [cell.id for cell in cells])  # one array
+    except (OSError, RuntimeError, submitit.core.utils.FailedJobError) as err:
+        raise ClbenchError(f"could not submit the job array: {err}") from err
+    by_job = {j.job_id: cell for j, cell in zip(jobs, cells, strict=True)}
+    for finished in submitit.helpers.as_completed(jobs, poll_frequency=2):
+        try:
+            outcome = finished.result()
+        except Exception as err:  # the job died (node failure, scancel): the driver retries
+            outcome = f"job {finished.job_id} ended without a result ({type(err).__name__})"
+        progress(by_job[finished.job_id], outcome)

@@ -1,0 +1,197 @@
+"""The sweep itself: check the grid, prepare the cells, hand the unfinished ones to a backend,
+and afterwards print their status, write the report and figures, and submit."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from clbench.errors import ClbenchError
+from clbench.results.io import read_json, write_text
+from clbench.sweep import backends
+from clbench.sweep.cells import (
+    STATES,
+    CellStatus,
+    SweepFolder,
+    cell_status,
+    hold_lock,
+    is_locked,
+    set_aside_corrupt,
+    write_spec,
+)
+from clbench.sweep.grid import Cell, Grid
+
+Output = Callable[[str], None]
+
+
+def run_sweep(grid: Grid, out: Output = print) -> list[CellStatus]:
+    """Run every cell that is not done; returns every cell's status at the end."""
+    backend = backends.load(grid.backend)  # a missing extra fails before anything is written
+    folder = SweepFolder(grid.folder)
+    _check_folders(grid, folder)
+    grid.folder.mkdir(parents=True, exist_ok=True)
+    with hold_lock(grid.folder / "sweep.lock") as held:
+        if held is None:
+            raise ClbenchError(f"another `clbench sweep` is running on {grid.folder}")
+        todo = _prepare(grid, folder, out)
+        out(
+            f"{len(grid.cells)} cells in {grid.folder}: {len(grid.cells) - len(todo)} done or "
+            f"running elsewhere, {len(todo)} to run ({grid.backend})"
+        )
+        started, finished = time.monotonic(), []
+
+        def progress(cell: Cell, outcome: str) -> None:
+            finished.append(cell)
+            if outcome == "failed":
+                outcome += ": " + folder.record(cell.id)["failed"]["error"]
+            out(f"[{len(finished)}/{len(todo)}] {_axes(cell)}: {outcome}")
+
+        # Each backend retries within a cell; a cell whose job or task vanished without a
+        # word (a node lost, a job killed) is neither done nor failed, and goes again.
+        for _ in range(1 + grid.retries):
+            if not todo:
+                break
+            finished.clear()
+            backend(grid, todo, progress)
+            todo = [c for c in todo if _status(folder, c).state == "pending"]
+            if todo:
+                out(f"{len(todo)} cells ended without a result; running them again")
+        statuses = [_status(folder, cell) for cell in grid.cells]
+    counts = Counter(s.state for s in statuses)
+    summary = ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])
+    out(f"{summary} ({time.monotonic() - started:.0f} s)")
+    return statuses
+
+
+def _status(folder: SweepFolder, cell: Cell) -> CellStatus:
+    return cell_status(folder, cell.id, cell.stages)
+
+
+def _check_folders(grid: Grid, folder: SweepFolder) -> None:
+    """Refuse to start if a cell's folder already holds a run with another config."""
+    conflicts = []
+    for cell in grid.cells:
+        saved = folder.run_dir(cell.id) / "config.json"
+        if saved.exists():
+            previous, current = read_json(saved), cell.config.to_dict()
+            differs = sorted(
+                k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
+            )
+            if differs:
+                conflicts.append(f"{saved.parent} (differs in: {', '.join(differs)})")
+    if conflicts:
+        raise ClbenchError(
+            "these cell folders hold runs with other configs; move them away or choose another "
+            "output:\n  " + "\n  ".join(conflicts)
+        )
+
+
+def _prepare(grid: Grid, folder: SweepFolder, out: Output) -> list[Cell]:
+    """Write each cell's file, set corrupt results aside; returns the cells to run."""
+    todo = []
+    for cell in grid.cells:
+        write_spec(folder, cell.id, cell.config.to_dict(), grid.include)
+        if is_locked(folder.lock(cell.id)):
+            out(f"{_axes(cell)}: running elsewhere (a job of an earlier sweep); not started")
+            continue
+        problem = set_aside_corrupt(folder, cell.id)
+        if problem:
+            out(f"{_axes(cell)}: corrupt results.json: {problem}")
+        if _status(folder, cell).state != "done":
+            todo.append(cell)
+    return todo
+
+
+def _axes(cell: Cell) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cell.axes.items()) or cell.id
+
+
+def status_table(grid: Grid) -> str:
+    """Every cell: its axis values, status, progress or error, attempts and times."""
+    folder = SweepFolder(grid.folder)
+    statuses = [_status(folder, cell) for cell in grid.cells]
+    rows = []
+    for cell, status in zip(grid.cells, statuses, strict=True):
+        detail = status.detail if len(status.detail) <= 60 else status.detail[:57] + "..."
+        started = (
+            datetime.fromisoformat(status.started).astimezone().strftime("%Y-%m-%d %H:%M")
+            if status.started
+            else ""
+        )
+        seconds = f"{status.seconds:.0f} s" if status.seconds is not None else ""
+        values = [cell.axes.get(axis, "") for axis in grid.axes]
+        rows.append([*values, status.state, detail, status.attempts, started, seconds, cell.id])
+    headers = [*grid.axes, "status", "detail", "attempts", "started", "time", "cell"]
+    counts = Counter(s.state for s in statuses)
+    lines = [
+        tabulate(rows, headers=headers, disable_numparse=True),
+        "",
+        f"{len(statuses)} cells: " + ", ".join(f"{counts[state]} {state}" for state in STATES),
+    ]
+    for cell, status in zip(grid.cells, statuses, strict=True):
+        if status.state == "failed":
+            lines.append(f"failed {_axes(cell)}: {status.detail} (log: {folder.log(cell.id)})")
+    return "\n".join(lines) + "\n"
+
+
+def done_runs(grid: Grid) -> list[Path]:
+    folder = SweepFolder(grid.folder)
+    done = [folder.run_dir(c.id) for c in grid.cells if _status(folder, c).state == "done"]
+    if not done:
+        raise ClbenchError(f"no finished cells in {grid.folder}")
+    return done
+
+
+def write_report(grid: Grid) -> list[Path]:
+    """report.md and report.tex (the tables of `clbench report`) and figures/*.pdf."""
+    from clbench.reporting import plots
+    from clbench.reporting.tables import parse_metrics, tables
+    from clbench.results.load import read_runs, runs_frame
+
+    options = grid.report
+    results = read_runs(done_runs(grid))
+    runs = runs_frame(results)
+    metrics = None if options.metrics is None else parse_metrics(options.metrics)
+    written = []
+    for fmt, name in [("md", "report.md"), ("latex", "report.tex")]:
+        text = tables(
+            runs,
+            fmt,
+            baseline=options.baseline,
+            metrics=metrics,
+            average_orders=options.average_orders,
+            decimals=options.decimals,
+            interval=options.interval,
+        )
+        write_text(grid.folder / name, text)
+        written.append(grid.folder / name)
+    by_sequence: dict[str, list] = {}
+    for run in results:
+        by_sequence.setdefault(run.sequence.name, []).append(run)
+    for sequence, group in by_sequence.items():
+        kinds = ["bars", "stages", "curves"] + (["general"] if all(r.probes for r in group) else [])
+        for kind in kinds:
+            figure = plots.plot(group, kind, "double")
+            name = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', sequence)}-{kind}.pdf"
+            written.append(plots.save(figure, grid.folder / "figures" / name))
+    return written
+
+
+def submit_runs(grid: Grid, name: str | None, leaderboard: Path, replace: bool) -> list[Path]:
+    """Leaderboard submissions of the finished cells, as `clbench submit` writes them."""
+    from clbench.leaderboard.submission import submit
+
+    data_dir = grid.cells[0].config.data_dir
+    return submit(
+        [str(d) for d in done_runs(grid)],
+        leaderboard,
+        name=name,
+        data_dir=data_dir,
+        replace=replace,
+    )

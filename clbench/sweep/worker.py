@@ -1,0 +1,65 @@
+"""The process of one attempt at one cell:
+
+    python -m clbench.sweep.worker SWEEP_DIR CELL_ID --threads N
+
+It runs the cell's RunConfig with the ordinary runner, resuming the run folder if an earlier
+attempt left one. An error is also written to <sweep>/cells/<id>.error.json for the sweep's
+record; a ClbenchError (bad input) is marked as not worth retrying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clbench.sweep.worker")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("cell")
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+
+    import torch
+
+    from clbench.config import RunConfig
+    from clbench.errors import ClbenchError
+    from clbench.results.io import read_json, write_json
+    from clbench.sweep.cells import SweepFolder
+    from clbench.training.runner import run, run_dir_of
+
+    torch.set_num_threads(args.threads)
+    folder = SweepFolder(args.root)
+    spec = read_json(folder.spec(args.cell))
+    try:
+        config = RunConfig.from_dict(spec["config"], origin=str(folder.spec(args.cell)))
+        resume = (run_dir_of(config) / "config.json").exists()
+        run(config, resume=resume, include=tuple(spec["include"]))
+    except Exception as err:
+        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one report
+            report = {
+                "error": f"{type(err).__name__}: {err}",
+                "retry": not isinstance(err, ClbenchError),
+            }
+            write_json(folder.error(args.cell), report)
+        raise
+    return 0
+
+
+def _die_with_parent() -> None:
+    """End with the process that started this one (Linux): a killed worker's cell must not
+    keep writing its run folder while the cell's next attempt starts."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
