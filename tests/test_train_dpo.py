@@ -48,7 +48,11 @@ def test_the_dpo_loss_equals_the_frozen_copy_loss(tiny_config):
 
     sft = load_task("offline-align-harmless").load(max_train=2).train  # replayed: trained SFT
     batch = [*pairs, *sft]
+    passes = []
+    hook = stage.model.register_forward_hook(lambda *args: passes.append(1))
     loss = train._loss(stage.model, reference, batch, stage, Method(), 0, train._Padding())
+    hook.remove()
+    assert len(passes) == 1  # SFT rows, chosen and rejected responses: one forward pass
 
     both = collate(stage.tokenizer, train._with_rejected(pairs), tiny_config.max_length)
     policy = _full_logits_logprobs(stage.model, both)

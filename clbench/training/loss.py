@@ -32,6 +32,17 @@ class TargetLogits:
         """The mean cross-entropy over the batch's target tokens."""
         return F.cross_entropy(self.logits.float(), self.targets)
 
+    def split(self, rows: int) -> tuple[TargetLogits, TargetLogits]:
+        """The targets of the first `rows` rows, and those of the rest (renumbered from 0)."""
+        cut = int((self.rows < rows).sum())  # row-major: the first rows' targets come first
+        first = TargetLogits(
+            self.logits[:cut], self.targets[:cut], self.rows[:cut], self.keep[:rows]
+        )
+        rest = TargetLogits(
+            self.logits[cut:], self.targets[cut:], self.rows[cut:] - rows, self.keep[rows:]
+        )
+        return first, rest
+
     def row_logprobs(self, rows: int) -> torch.Tensor:
         """(rows,): the summed log-probability of each row's target tokens."""
         logprobs = torch.log_softmax(self.logits.float(), dim=-1)

@@ -24,6 +24,7 @@ from clbench.data.encoding import collate, length_grouped_batches
 from clbench.data.task import Example
 from clbench.errors import ClbenchError
 from clbench.methods import Method, Stage, Step
+from clbench.training.guard import check_loss
 from clbench.training.loss import prepended_positions, target_logits
 
 PairKey = tuple[str, str, str]  # (prompt, chosen, rejected)
@@ -37,7 +38,8 @@ def train_task(
     desc: str,
 ) -> dict[str, float]:
     """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget;
-    returns the steps done, the last loss and the share of padding in the batches' tokens."""
+    returns the steps done, the first and last loss and the share of padding in the batches'
+    tokens. A loss that is not finite raises a LossError (clbench.training.guard)."""
     config = stage.config
     sampler = LengthGroupedSampler(
         [_length(e) for e in stage.data.train], config.batch_size, stage.seed * 1000 + stage.index
@@ -56,7 +58,7 @@ def train_task(
         reference = reference_logprobs(stage, pairs)
     model.train()
     padding = _Padding()
-    done, loss_value = 0, float("nan")
+    done, loss_value, first_loss = 0, float("nan"), float("nan")
     bar = tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process)
     while done < steps:
         for batch in loader:
@@ -72,13 +74,20 @@ def train_task(
                 scheduler.step()
                 done += 1
                 loss_value = float(loss.detach())
+                check_loss(loss_value, stage, done, accelerator)
+                first_loss = loss_value if done == 1 else first_loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if done >= steps:
                     break
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
-    return {"steps": done, "final_loss": loss_value, "padded_fraction": padding.fraction()}
+    return {
+        "steps": done,
+        "first_loss": first_loss,
+        "final_loss": loss_value,
+        "padded_fraction": padding.fraction(),
+    }
 
 
 class LengthGroupedSampler:
@@ -136,33 +145,31 @@ def _loss(
     Replayed pairs of earlier alignment tasks are trained on their chosen response (SFT).
     """
     task = stage.data.task
-    device = next(stage.model.parameters()).device
-    prepended = prepended_positions(stage.model)
     pairs = [e for e in batch if reference is not None and e.task == task.name and e.rejected]
     plain = [e for e in batch if e not in pairs]
+    missing = [e for e in pairs if _pair_key(e) not in reference]
+    if missing:
+        raise ClbenchError(
+            f"method {method.name!r} trained a DPO pair of task {task.name!r} that the stage's "
+            "batches did not hold, so it has no reference log-probabilities; a method whose "
+            "training_batch draws examples of the task being trained must set "
+            "draws_current_task = True"
+        )
+    # One forward pass for the whole batch: under several processes, every process then runs
+    # the same number of passes of the wrapped model, whatever its batch holds.
+    inputs = _inputs(stage, plain + _with_rejected(pairs), next(stage.model.parameters()).device)
+    padding.add(inputs["attention_mask"])
+    sft, dpo = target_logits(model, inputs, prepended_positions(stage.model)).split(len(plain))
     parts, step = [], Step(done, plain, None, None)
     if plain:
-        inputs = _inputs(stage, plain, device)
-        padding.add(inputs["attention_mask"])
-        out = target_logits(model, inputs, prepended)
-        step = Step(done, plain, inputs, out.logits, out.targets, out.keep)
-        parts.append((len(plain), out.loss()))
+        plain_inputs = {k: v[: len(plain)] for k, v in inputs.items()}
+        step = Step(done, plain, plain_inputs, sft.logits, sft.targets, sft.keep)
+        parts.append((len(plain), sft.loss()))
     if pairs:
-        missing = [e for e in pairs if _pair_key(e) not in reference]
-        if missing:
-            raise ClbenchError(
-                f"method {method.name!r} trained a DPO pair of task {task.name!r} that the "
-                "stage's batches did not hold, so it has no reference log-probabilities; a "
-                "method whose training_batch draws examples of the task being trained must set "
-                "draws_current_task = True"
-            )
-        inputs = _inputs(stage, _with_rejected(pairs), device)
-        padding.add(inputs["attention_mask"])
-        policy = sequence_logprobs(model, inputs, prepended)
-        ref = torch.stack([reference[_pair_key(e)] for e in pairs]).to(device)
         n = len(pairs)
-        loss = dpo_loss(policy[:n], policy[n:], ref[:, 0], ref[:, 1], task.beta)
-        parts.append((n, loss))
+        policy = dpo.row_logprobs(2 * n)
+        ref = torch.stack([reference[_pair_key(e)] for e in pairs]).to(policy.device)
+        parts.append((n, dpo_loss(policy[:n], policy[n:], ref[:, 0], ref[:, 1], task.beta)))
     loss = sum(count * value for count, value in parts) / sum(count for count, _ in parts)
     return method.training_loss(loss, step, stage)
 
