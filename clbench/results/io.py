@@ -5,7 +5,8 @@ then renamed, so a file is either whole or absent.
 
     <output>/<run_id>/config.json      the RunConfig, written when the run starts
     <output>/<run_id>/state.json       finished rows, timings, method state (each stage)
-    <output>/<run_id>/checkpoint-<k>/  model and method tensors after stage k (the latest only)
+    <output>/<run_id>/checkpoint-<k>/  model and method tensors after stage k (the latest two;
+                                       clbench.training.checkpoints)
     <output>/<run_id>/results.json     the finished run
 """
 
@@ -17,10 +18,12 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from clbench.errors import ClbenchError
@@ -45,14 +48,20 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write atomically: a temporary file in the same folder, then a rename. A failed write
+    (a full disk) leaves the previous file as it was and raises a ClbenchError naming it."""
+    try:
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as err:
+        raise ClbenchError(f"cannot write {path}: {err.strerror}") from err
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ClbenchError(f"cannot write {path}: {err.strerror}") from err
         raise
 
 
@@ -87,26 +96,40 @@ def write_results(path: Path, results: Results) -> None:
     write_json(path, results.to_json())
 
 
+CHECKPOINT_FILES = ("model.safetensors", "method.safetensors")
+
+
 def save_checkpoint(
     run_dir: Path, stage: int, model: torch.nn.Module, method_tensors: dict[str, torch.Tensor]
 ) -> str:
-    """Model and method tensors after `stage`, in a new folder; returns the folder name."""
+    """Model and method tensors after `stage`, in a new folder; returns the folder name. A
+    failed write (a full disk) leaves no folder behind and raises a ClbenchError."""
     name = f"checkpoint-{stage}"
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
-    save_model(model, str(staging / "model.safetensors"))  # handles tied weights
-    save_file(
-        {k: v.contiguous() for k, v in method_tensors.items()}, str(staging / "method.safetensors")
-    )
-    final = run_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    try:
+        save_model(model, str(staging / "model.safetensors"))  # handles tied weights
+        tensors = {k: v.contiguous() for k, v in method_tensors.items()}
+        save_file(tensors, str(staging / "method.safetensors"))
+        final = run_dir / name
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    except (OSError, SafetensorError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise ClbenchError(
+            f"cannot write the checkpoint of stage {stage} to {run_dir / name}: {reason}; "
+            "the run can be resumed from its last finished stage"
+        ) from err
     return name
 
 
 def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> None:
     """Load a checkpoint's model weights into `model`, which must have the same tensors."""
     folder = run_dir / name
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    except (OSError, SafetensorError) as err:
+        raise ClbenchError(f"{folder / 'model.safetensors'}: cannot load ({err})") from err
     if unexpected or missing:
         raise ClbenchError(
             f"{folder}: the checkpoint does not fit the model ({len(missing)} missing, "
@@ -115,12 +138,17 @@ def load_checkpoint(run_dir: Path, name: str, model: torch.nn.Module) -> None:
 
 
 def load_method_tensors(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / name / "method.safetensors"))
+    path = run_dir / name / "method.safetensors"
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise ClbenchError(f"{path}: cannot load ({err})") from err
 
 
-def remove_old_checkpoints(run_dir: Path, keep: str | None) -> None:
-    for folder in run_dir.glob("checkpoint-*"):
-        if folder.name != keep:
+def remove_old_checkpoints(run_dir: Path, keep: Collection[str] | None = None) -> None:
+    """Delete the checkpoint folders not in `keep`, and any left half-written."""
+    for folder in [*run_dir.glob("checkpoint-*"), *run_dir.glob(".checkpoint-*")]:
+        if folder.name not in (keep or ()):
             shutil.rmtree(folder, ignore_errors=True)
 
 
