@@ -5,6 +5,8 @@ import random
 
 from clbench.data.encoding import length_grouped_batches
 from clbench.data.task import Example
+from clbench.results.io import load_results
+from clbench.training.runner import run
 from clbench.training.train import LengthGroupedSampler, _length
 
 _RNG = random.Random(7)
@@ -48,3 +50,9 @@ def test_a_pair_counts_its_longer_response():
     pair = Example("Q?", " a", "t", rejected=" a much longer answer")
     assert _length(pair) == len("Q?") + len(" a much longer answer")
     assert _length(Example("Q?", " a", "t")) == 4
+
+
+def test_results_record_the_padded_fraction_of_each_stage(tiny_tasks, tiny_config):
+    results = load_results(run(tiny_config, include=(str(tiny_tasks),)))
+    stages = results["timings"]["stages"][1:]
+    assert len(stages) == 3 and all(0 <= s["padded_fraction"] < 0.5 for s in stages)
