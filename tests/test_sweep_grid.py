@@ -2,7 +2,9 @@
 from the folder, retries and failure records, the driver and the command line, without
 running a model (tests/test_sweep_backends.py runs real cells)."""
 
+import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -110,6 +112,8 @@ def test_flags_override_the_grid_file(tiny_tasks, tmp_path):
         ({"grid": 1}, r"unknown field\(s\) grid"),
         ({"resources": {"gpus": 2, "processes": 4}}, "one process per GPU"),
         ({"slurm": {"partitions": "gpu"}}, "slurm: unknown field.*partitions"),
+        ({"slurm": {"cluster": "pbs"}}, "unknown slurm.cluster .* 'pbs'"),
+        ({"slurm": {"time": "soon"}}, "slurm time 'soon'"),
     ],
 )
 def test_bad_grids_fail_before_any_cell_with_one_clear_error(tiny_tasks, tmp_path, spec, message):
@@ -130,6 +134,40 @@ def test_a_missing_extra_names_the_pip_command(tiny_tasks, tmp_path, monkeypatch
     with pytest.raises(ClbenchError, match=r"pip install 'clbench\[slurm\]'"):
         driver.run_sweep(grid)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_slurm_backend_without_slurm_says_so(tiny_tasks, tmp_path):
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip("submitit is not installed")
+    if shutil.which("srun"):
+        pytest.skip("this machine has SLURM")
+    grid = load_grid(write_grid(tmp_path, tiny_tasks, backend="slurm"))
+    with pytest.raises(ClbenchError, match="could not submit the job array"):
+        driver.run_sweep(grid)
+    assert not (grid.folder / "runs").exists()
+
+
+def test_slurm_job_parameters_come_from_the_grid_and_the_flags(tiny_tasks, tmp_path):
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip("submitit is not installed")
+    from clbench.sweep.backends.slurm import parameters
+
+    slurm = {"partition": "gpu", "time": "2:00:00", "array_parallelism": 8, "qos": "low"}
+    slurm["additional"] = {"exclude": "node1"}
+    path = write_grid(tmp_path, tiny_tasks, slurm=slurm, resources={"cpus": 8, "gpus": 1})
+    grid = load_grid(path, {"slurm": {"partition": "debug"}, "resources": {"cpus": 4}})
+    assert parameters(grid) == {
+        "name": "clbench-sweep",
+        "timeout_min": 120,
+        "cpus_per_task": 4,
+        "gpus_per_node": 1,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "slurm_partition": "debug",
+        "slurm_qos": "low",
+        "slurm_array_parallelism": 8,
+        "slurm_additional_parameters": {"exclude": "node1"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -304,6 +342,24 @@ def test_the_sweep_goes_on_past_a_failed_cell(grid, monkeypatch, capsys):
     assert main(["sweep", str(grid.path)]) == 1
     assert "3 done or running elsewhere, 1 to run" in capsys.readouterr().out
     assert len(SweepFolder(grid.folder).record(grid.cells[2].id)["attempts"]) == 4
+
+
+def test_a_cell_whose_job_vanished_is_run_again(grid, monkeypatch):
+    """A backend that loses cell 1 (a job killed outright): the next round runs it."""
+    rounds = []
+
+    def backend(grid, cells, progress):
+        rounds.append([cell.axes["seed"] for cell in cells])
+        for cell in cells:
+            if len(rounds) > 1 or cell.axes["seed"] != 1:
+                fake_run(SweepFolder(grid.folder), cell)
+                progress(cell, "done")
+
+    monkeypatch.setattr(backends, "load", lambda name: backend)
+    lines = []
+    statuses = driver.run_sweep(grid, out=lines.append)
+    assert rounds == [[0, 1, 2, 3], [1]] and {s.state for s in statuses} == {"done"}
+    assert "1 cells ended without a result; running them again" in lines
 
 
 def test_a_folder_holding_another_run_is_refused(grid):

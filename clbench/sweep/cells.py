@@ -259,7 +259,6 @@ def _attempt(
     env = {
         **os.environ,
         **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-        "TQDM_DISABLE": "1",  # progress bars would fill the log; results lines stay
         "PYTHONUNBUFFERED": "1",
     }
     started = time.monotonic()
@@ -307,9 +306,10 @@ def _error_of(folder: SweepFolder, cell: str, code: int) -> tuple[str | None, bo
         return f"killed by {signal.Signals(-code).name}", True
     if code:
         return f"exited with code {code}", True
-    if (folder.run_dir(cell) / "results.json").exists():
-        return None, False
-    return "exited without writing results.json", True
+    if not (folder.run_dir(cell) / "results.json").exists():
+        return "exited without writing results.json", True
+    problem = results_problem(folder.run_dir(cell))  # the next attempt sets it aside
+    return problem, problem is not None
 
 
 def write_spec(folder: SweepFolder, cell: str, config: dict[str, Any], include: tuple) -> None:

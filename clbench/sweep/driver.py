@@ -54,14 +54,14 @@ def run_sweep(grid: Grid, out: Output = print) -> list[CellStatus]:
 
         # Each backend retries within a cell; a cell whose job or task vanished without a
         # word (a node lost, a job killed) is neither done nor failed, and goes again.
-        for _ in range(1 + grid.retries):
+        for round_ in range(1 + grid.retries):
             if not todo:
                 break
+            if round_:
+                out(f"{len(todo)} cells ended without a result; running them again")
             finished.clear()
             backend(grid, todo, progress)
             todo = [c for c in todo if _status(folder, c).state == "pending"]
-            if todo:
-                out(f"{len(todo)} cells ended without a result; running them again")
         statuses = [_status(folder, cell) for cell in grid.cells]
     counts = Counter(s.state for s in statuses)
     summary = ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])

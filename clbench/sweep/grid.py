@@ -16,6 +16,7 @@ from clbench.config import RunConfig, build_dataclass
 from clbench.errors import ClbenchError, unknown_name
 
 BACKENDS = ("local", "slurm", "ray")
+SLURM_CLUSTERS = ("slurm", "local", "debug")  # submitit's executors: SLURM, or stand-ins here
 # The sweep sets these for every cell: the cell's folder is <sweep>/runs/<cell id>.
 SWEEP_FIELDS = ("output", "run_id")
 METHOD_ENTRY_KEYS = ("name", "method_args")
@@ -154,6 +155,10 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     _check_names(cells, include, path)
     resources = build_dataclass(Resources, spec.resources, f"{path}: resources")
     _check_resources(resources, path)
+    slurm = build_dataclass(SlurmOptions, spec.slurm, f"{path}: slurm")
+    if slurm.cluster not in SLURM_CLUSTERS:
+        raise unknown_name(f"slurm.cluster in {path}:", slurm.cluster, SLURM_CLUSTERS)
+    slurm_minutes(slurm.time)
     return Grid(
         path=path,
         folder=folder,
@@ -164,7 +169,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         backend=spec.backend,
         workers=spec.workers,
         resources=resources,
-        slurm=build_dataclass(SlurmOptions, spec.slurm, f"{path}: slurm"),
+        slurm=slurm,
         ray=build_dataclass(RayOptions, spec.ray, f"{path}: ray"),
         report=build_dataclass(ReportOptions, spec.report, f"{path}: report"),
     )

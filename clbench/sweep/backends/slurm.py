@@ -7,6 +7,7 @@ submitit's files (job scripts, stdout and stderr of each job) go to <sweep>/slur
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import submitit
@@ -28,11 +29,9 @@ class CellJob(submitit.helpers.Checkpointable):
         return run_cell(self.root, cell, self.threads, self.retries, "slurm", self.commands[cell])
 
 
-def executor(grid: Grid) -> submitit.AutoExecutor:
+def parameters(grid: Grid) -> dict[str, Any]:
+    """submitit's parameters for the job of one cell; those named slurm_* only apply on SLURM."""
     options, resources = grid.slurm, grid.resources
-    cluster = None if options.cluster == "slurm" else options.cluster
-    if cluster not in (None, "local", "debug"):
-        raise ClbenchError(f"{grid.path}: slurm.cluster must be slurm, local or debug")
     params: dict[str, Any] = {
         "name": f"clbench-{grid.folder.name}",
         "timeout_min": slurm_minutes(options.time),
@@ -48,8 +47,13 @@ def executor(grid: Grid) -> submitit.AutoExecutor:
             params[f"slurm_{key}"] = getattr(options, key)
     if options.additional:
         params["slurm_additional_parameters"] = options.additional
-    auto = submitit.AutoExecutor(folder=grid.folder / "slurm" / "%j", cluster=cluster)
-    auto.update_parameters(**params)
+    return params
+
+
+def executor(grid: Grid) -> submitit.AutoExecutor:
+    # Named, not detected: without SLURM, submitit would silently run the cells here.
+    auto = submitit.AutoExecutor(folder=grid.folder / "slurm" / "%j", cluster=grid.slurm.cluster)
+    auto.update_parameters(**parameters(grid))
     return auto
 
 
@@ -59,7 +63,7 @@ def run(grid: Grid, cells: list[Cell], progress: Progress) -> None:
     job = CellJob(str(grid.folder), threads, grid.retries, commands)
     try:
         jobs = executor(grid).map_array(job, [cell.id for cell in cells])  # one array
-    except (OSError, RuntimeError, submitit.core.utils.FailedJobError) as err:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:  # no SLURM here
         raise ClbenchError(f"could not submit the job array: {err}") from err
     by_job = {j.job_id: cell for j, cell in zip(jobs, cells, strict=True)}
     for finished in submitit.helpers.as_completed(jobs, poll_frequency=2):
