@@ -1,16 +1,22 @@
-"""SSR: synthetic rehearsal examples written and answered by the model itself."""
+"""SSR: synthetic rehearsal examples written by the base model (or the latest one) and
+answered by the latest model."""
 
+import copy
 import json
 
 import numpy as np
+import pytest
+import torch
 
+import clbench.methods.ssr
 import clbench.training.train
 from clbench.data.registry import load_task
+from clbench.errors import ClbenchError
 from clbench.evaluation.evaluate import generate
 from clbench.methods import Stage, create_method
 from clbench.methods.ssr import SSR, select
 from clbench.results.io import load_results
-from clbench.training.models import load_model
+from clbench.training.models import apply_lora, load_model
 from clbench.training.runner import run
 
 ARGS = {"num_demos": 3, "num_candidates": 8, "num_synthetic": 4, "max_new_tokens": 24}
@@ -26,7 +32,7 @@ def test_synthetic_examples_are_written_and_answered_by_the_model(
 ):
     loaded = load_model("tiny-random")
     model, tokenizer = loaded.model, loaded.tokenizer
-    ssr = create_method("ssr", ARGS)
+    ssr = create_method("ssr", {**ARGS, "synthesizer": "latest"})  # one model does both
     first = _stage(1, "t-pos", tiny_tasks, loaded, tiny_config)
     ssr.before_task(first)
     assert ssr.synthetic == []  # nothing earlier to rehearse
@@ -118,3 +124,93 @@ def test_run_rehearses_synthetic_examples(tiny_tasks, tiny_config, monkeypatch):
     later = batches[2 * steps : 3 * steps]
     assert all(len(b) == 6 for b in later)  # 4 of t-neg and 2 rehearsed
     assert {e.task for b in later for e in b} == {"t-pos", "t-food", "t-neg"}
+
+
+def _sampling(monkeypatch) -> list[tuple[torch.nn.Module, bool, list[str]]]:
+    """(model, sampled?, texts) of every generation SSR makes."""
+    calls, real = [], clbench.methods.ssr._generate
+
+    def spy(model, *args, **kwargs):
+        texts = real(model, *args, **kwargs)
+        calls.append((model, bool(kwargs.get("do_sample")), texts))
+        return texts
+
+    monkeypatch.setattr(clbench.methods.ssr, "_generate", spy)
+    return calls
+
+
+def _inputs(ssr, model, loaded, tiny_tasks, config, monkeypatch):
+    """The model that sampled SSR's second-stage inputs on `model`, the inputs, and the models
+    that answered them."""
+    calls = _sampling(monkeypatch)
+    second = _stage(2, "t-food", tiny_tasks, loaded, config)
+    second.model = model
+    ssr.before_task(second)
+    (sampled,) = [(m, texts) for m, sample, texts in calls if sample]
+    return sampled, [m for m, sample, _ in calls if not sample]
+
+
+def _latest(ssr):
+    """An SSR with the same demonstrations whose latest model writes the inputs."""
+    latest = create_method("ssr", {**ARGS, "synthesizer": "latest"})
+    latest.load_state_dict(ssr.state_dict())
+    return latest
+
+
+def _train(model: torch.nn.Module) -> None:
+    """A stand-in for training: every weight moves."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.5)
+
+
+def test_the_base_model_writes_the_inputs_and_the_latest_answers(
+    tiny_tasks, tiny_config, monkeypatch
+):
+    loaded = load_model("tiny-random")
+    before = copy.deepcopy(loaded.model)  # the base model, untouched
+    ssr = create_method("ssr", ARGS)
+    assert ssr.params.synthesizer == "base"
+    ssr.wrap_model(loaded.model)
+    ssr.after_task(_stage(1, "t-pos", tiny_tasks, loaded, tiny_config))
+    _train(loaded.model)
+
+    args = (loaded, tiny_tasks, tiny_config, monkeypatch)
+    (writer, base_texts), refined = _inputs(ssr, loaded.model, *args)
+    assert writer is ssr.base and refined and set(refined) == {loaded.model}
+    (_, untouched), _ = _inputs(_latest(ssr), before, *args)
+    assert base_texts == untouched  # written by the weights from before training
+    (writer, latest_texts), _ = _inputs(_latest(ssr), loaded.model, *args)
+    assert writer is loaded.model and latest_texts != base_texts  # the option switches it
+
+
+def test_with_lora_the_base_is_the_model_with_its_adapters_disabled(
+    tiny_tasks, tiny_config, monkeypatch
+):
+    loaded = load_model("tiny-random")
+    before = copy.deepcopy(loaded.model)
+    loaded.model = apply_lora(loaded.model, 8, 16)
+    ssr = create_method("ssr", ARGS)
+    ssr.wrap_model(loaded.model)
+    assert ssr.base is None  # no copy kept
+    ssr.after_task(_stage(1, "t-pos", tiny_tasks, loaded, tiny_config))
+    with torch.no_grad():  # trained adapters: B is no longer zero
+        for name, p in loaded.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
+    args = (loaded, tiny_tasks, tiny_config, monkeypatch)
+    (writer, base_texts), _ = _inputs(ssr, loaded.model, *args)
+    assert writer is loaded.model
+    (_, untouched), _ = _inputs(_latest(ssr), before, *args)
+    assert base_texts == untouched
+    (_, latest_texts), _ = _inputs(_latest(ssr), loaded.model, *args)
+    assert latest_texts != base_texts
+
+
+def test_the_synthesizer_is_described_and_checked():
+    base = create_method("ssr").describe()["extra_memory"]
+    latest = create_method("ssr", {"synthesizer": "latest"}).describe()["extra_memory"]
+    assert "frozen copy of the base model" in base and "copy" not in latest
+    with pytest.raises(ClbenchError, match="synthesizer must be 'base' or 'latest', got 'old'"):
+        create_method("ssr", {"synthesizer": "old"})

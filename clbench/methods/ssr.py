@@ -1,3 +1,5 @@
+import contextlib
+import copy
 import dataclasses
 import random
 from collections.abc import Iterator
@@ -6,15 +8,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from peft import PeftModel
 from sklearn.cluster import KMeans
 
 from clbench.data.encoding import encode_prompt, pad_left
 from clbench.data.task import Example
+from clbench.errors import ClbenchError
 from clbench.evaluation.evaluate import complete_text
 from clbench.methods import Method, Stage
 
 # Closes every demonstration in an in-context prompt; a generated input ends where it appears.
 DELIMITER = "\n###\n"
+BASE_COPY = "; one frozen copy of the base model, unless --peft lora (adapters disabled)"
 
 
 class SSR(Method):
@@ -22,25 +27,28 @@ class SSR(Method):
     Large Language Models with Self-Synthesized Rehearsal", ACL).
 
     After each task, `num_demos` of its training examples are kept as demonstrations. Before
-    each later task, for every earlier task: (1) the model writes `num_candidates` new inputs by
-    in-context learning, each sampled (temperature, top-p, top-k) after `shots` of that task's
-    demonstration prompts; empty inputs, repeats and copies of a demonstration are dropped;
-    (2) the model answers each input greedily (cut at the task's stop strings; empty answers
-    dropped), so the synthetic targets are its own outputs, labels of ranked tasks included;
+    each later task, for every earlier task: (1) the base model (as it was before any training)
+    writes `num_candidates` new inputs by in-context learning, each sampled (temperature, top-p,
+    top-k) after `shots` of that task's demonstration prompts; empty inputs, repeats and copies
+    of a demonstration are dropped; (2) the latest model, the one the previous task ended with,
+    answers each input greedily (cut at the task's stop strings; empty answers dropped), so the
+    synthetic targets are its own outputs, labels of ranked tasks included;
     (3) the inputs are embedded, clustered into `num_synthetic` groups with K-means
     (scikit-learn), and the member nearest each centroid is kept; (4) every training batch gets
     `replay_ratio` x its size of these synthetic examples.
 
-    Simplifications: the paper samples the inputs from the base LLM (before any continual
-    training) and refines the outputs with the latest one; here the latest model, the one the
-    previous task ended with, does both, so no second model is kept. The synthetic set is made
+    The base model is the latest one with its adapters disabled under `--peft lora` (no extra
+    memory), else a frozen copy taken by `wrap_model`. `synthesizer: latest` lets the latest
+    model write the inputs too, as a variant that keeps no second model. The synthetic set is made
     afresh at every stage for every earlier task. Embeddings are the L2-normalised mean of the
     model's last hidden states (the paper's code uses a SimCSE encoder), and each cluster gives
     one example (the paper's code takes several per cluster, in proportion to its size).
-    No task identity at inference; extra memory: `num_demos` real training examples per task.
+    No task identity at inference; extra memory: `num_demos` real training examples per task,
+    and with `synthesizer: base` and no `--peft lora`, one frozen copy of the base model.
     """
 
     name = "ssr"
+    needs_prompts = True
     extra_memory = "num_demos real training examples per task (in-context demonstrations)"
 
     @dataclass
@@ -54,13 +62,43 @@ class SSR(Method):
         top_p: float = 0.9
         top_k: int = 0  # 0: no top-k filtering
         max_new_tokens: int = 64  # length of a generated input
+        synthesizer: str = "base"  # writes the inputs: "base" (the paper's) or "latest"
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
+        if self.params.synthesizer not in ("base", "latest"):
+            raise ClbenchError(
+                f"method 'ssr': synthesizer must be 'base' or 'latest', "
+                f"got {self.params.synthesizer!r}"
+            )
+        self.base: torch.nn.Module | None = None  # the frozen copy, when there is one
         self.demos: list[Example] = []
         self.answers: dict[str, dict] = {}  # task -> its stop strings and max_new_tokens
         self.synthetic: list[Example] = []
         self.rng = random.Random(0)
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        # On --resume this runs before the checkpoint is loaded: the model is still the base.
+        if self.params.synthesizer == "base" and not isinstance(model, PeftModel):
+            self.base = copy.deepcopy(model).eval().requires_grad_(False)
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        memory = self.extra_memory + (BASE_COPY if self.params.synthesizer == "base" else "")
+        return {**super().describe(), "extra_memory": memory}
+
+    @contextlib.contextmanager
+    def _synthesizer(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The model that writes the inputs: the latest, or the base (see the class)."""
+        if self.params.synthesizer == "latest":
+            yield model
+        elif isinstance(model, PeftModel):
+            with model.disable_adapter():
+                yield model
+        else:
+            if self.base is None:
+                raise ClbenchError("method 'ssr': wrap_model must run before the first task")
+            yield self.base.to(next(model.parameters()).device)
 
     def before_task(self, stage: Stage) -> None:
         self.rng = random.Random(f"ssr:{stage.seed}:{stage.index}")
@@ -89,9 +127,10 @@ class SSR(Method):
             for _ in range(p.num_candidates)
         ]
         sampling = {"do_sample": True, "temperature": p.temperature, "top_p": p.top_p}
-        texts = _generate(
-            model, tokenizer, contexts, p.max_new_tokens, config, top_k=p.top_k, **sampling
-        )
+        with self._synthesizer(model) as writer:
+            texts = _generate(
+                writer, tokenizer, contexts, p.max_new_tokens, config, top_k=p.top_k, **sampling
+            )
         seen, inputs = {d.prompt.strip() for d in demos}, []
         for text in texts:
             text = text.split(DELIMITER.strip())[0].strip()
