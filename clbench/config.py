@@ -11,6 +11,22 @@ from typing import Any
 
 from clbench.errors import ClbenchError, read_yaml
 
+# The fields results.json records as a run's `budget`: the same for every task of the sequence.
+BUDGET_FIELDS = (
+    "steps_per_task",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "lr_scheduler",
+    "warmup_steps",
+    "weight_decay",
+    "max_length",
+    "max_train_examples",
+    "max_test_examples",
+    "eval_mode",
+)
+
 
 @dataclass
 class RunConfig:
@@ -23,6 +39,14 @@ class RunConfig:
     sequence: str = field(
         default="default",
         metadata={"help": "the sequence of tasks: a registered name or a sequence YAML file"},
+    )
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "a benchmark protocol (a registered name or a protocol YAML file) whose "
+            "budget fills this config; a setting that contradicts it is refused "
+            "(docs/protocols.md)"
+        },
     )
     method: str = field(
         default="seq-ft",
@@ -92,7 +116,28 @@ class RunConfig:
         default=None,
         metadata={"help": "score at most N test examples of each task, a fixed-seed sample"},
     )
+    eval_mode: str = field(
+        default="rank",
+        metadata={
+            "help": "how closed-label-set tasks are scored: rank the labels by likelihood, or "
+            "generate greedily and exact-match the label (generate, as O-LoRA and TRACE do)"
+        },
+    )
+    references: str = field(
+        default="none",
+        metadata={
+            "help": "single-task references for FWD: none, compute (stored in "
+            "OUTPUT/references and reused), or a folder of references to read",
+            "metavar": "none|compute|DIR",
+        },
+    )
     eval_batch_size: int = field(default=32, metadata={"help": "test examples per batch"})
+    predictions: bool = field(
+        default=True,
+        metadata={
+            "help": "keep every cell's predictions and gold answers as JSONL in the run folder"
+        },
+    )
     # General-ability probes (clbench.evaluation.probes): lm-eval or clbench task names, scored
     # after every stage; lm-eval's scores can depend on the batch size, so it is pinned.
     probes: list[str] | None = field(
@@ -177,6 +222,12 @@ class RunConfig:
             raise ClbenchError(f"{origin}: field 'probes' names a probe twice: {self.probes}")
         if self.peft not in (None, "lora"):
             raise ClbenchError(f"{origin}: field 'peft' must be null or 'lora', got {self.peft!r}")
+        if self.eval_mode not in ("rank", "generate"):
+            raise ClbenchError(
+                f"{origin}: field 'eval_mode' must be rank or generate, got {self.eval_mode!r}"
+            )
+        if not self.references:
+            raise ClbenchError(f"{origin}: field 'references' must be none, compute or a folder")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ClbenchError(
                 f"{origin}: field 'mixed_precision' must be auto, no, fp16 or bf16, "
@@ -208,7 +259,18 @@ def _check_type(origin: str, key: str, value: Any, hint: Any) -> Any:
             return float(value)
         if base is int and isinstance(value, bool):
             continue
+        if base is list and not _items_fit(value, kind):
+            continue
         if base is not type(None) and isinstance(value, base):
             return value
-    expected = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    expected = " or ".join(str(k) if typing.get_args(k) else k.__name__ for k in allowed)
     raise ClbenchError(f"{origin}: field {key!r} must be {expected}, got {value!r}")
+
+
+def _items_fit(value: Any, hint: Any) -> bool:
+    """Whether every item of a list fits `list[X]` where X is a plain type (a list of paths
+    holding a list would otherwise fail later with a TypeError)."""
+    (item,) = typing.get_args(hint) or (Any,)
+    if not isinstance(value, list) or not isinstance(item, type):
+        return True
+    return all(isinstance(v, item) and not (item is int and isinstance(v, bool)) for v in value)

@@ -1,6 +1,7 @@
 """Finding tasks and sequences by name in the YAML folders: the built-in `tasks/` and the user's.
 
-A YAML file with a `tasks` list is a sequence; any other is a task. Names come from the files'
+A YAML file with a `tasks` list is a sequence; any other is a task, except in a `protocols/`
+folder (clbench.data.protocol). Names come from the files'
 `name` fields, and two files may not claim the same name. A file whose name starts with `_` is
 neither: it is a base that task files `include:`, and need not be a whole task.
 """
@@ -41,7 +42,8 @@ def _index(folders: tuple[Path, ...]) -> tuple[dict[str, Path], dict[str, Path]]
     sequences: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.rglob("*.yaml")):
-            if path.name.startswith("_"):
+            # `protocols/` holds budgets (clbench.data.protocol), not tasks or sequences
+            if path.name.startswith("_") or "protocols" in path.relative_to(folder).parts:
                 continue
             spec = read_yaml(path)
             if isinstance(spec, dict) and "include" in spec and "tasks" not in spec:

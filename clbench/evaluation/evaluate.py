@@ -6,6 +6,8 @@
   first stop string.
 - "preference" tasks compare the length-normalised log-likelihood of the chosen and the rejected
   response after the prompt.
+- "loss" tasks (language modelling) sum the next-token loss over each held-out document, in the
+  windows of `clbench.data.packing.windows`, for bits per byte and perplexity.
 
 What each pass computes, and why:
 
@@ -41,9 +43,12 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from clbench.data.encoding import encode_prompt, encode_target, pad_left
-from clbench.data.task import TaskData
+from clbench.data import packing
+from clbench.data.encoding import collate, encode_prompt, encode_target, pad_left
+from clbench.data.task import Example, Task, TaskData
 from clbench.errors import ClbenchError
+from clbench.evaluation.scorers import exact_match
+from clbench.training.loss import prepended_positions, target_logits
 
 # Logits kept at once: rows x kept positions; bounds memory for long continuations.
 MAX_POSITIONS_PER_BATCH = 2048
@@ -100,6 +105,23 @@ def _count(attention_mask: torch.Tensor) -> None:
         counts.add(attention_mask)
 
 
+_OPTION_SCORES: contextvars.ContextVar[list[list[float]] | None] = contextvars.ContextVar(
+    "clbench_option_scores", default=None
+)
+
+
+@contextlib.contextmanager
+def keeping_option_scores() -> Iterator[list[list[float]]]:
+    """Yield a list that `rank_options` extends with every option's summed log-likelihood, one
+    row per prompt of this process, in order (logged predictions keep them)."""
+    kept: list[list[float]] = []
+    token = _OPTION_SCORES.set(kept)
+    try:
+        yield kept
+    finally:
+        _OPTION_SCORES.reset(token)
+
+
 def evaluate_task(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -108,11 +130,60 @@ def evaluate_task(
     batch_size: int,
     max_length: int,
     counts: TokenCounts | None = None,
+    samples: list[dict[str, Any]] | None = None,
+    mode: str = "rank",
 ) -> dict[str, float]:
     """Every metric of the task's scorer; the primary one is under `data.task.metric`.
+    `mode` is the run's `eval_mode` (see `evaluation_of`).
 
     With `counts`, the real and padded positions of this process's forward passes are added
-    to it (its `padded_fraction` is then the evaluation's padded-token fraction)."""
+    to it (its `padded_fraction` is then the evaluation's padded-token fraction). With
+    `samples`, one dict per test example is added to it, in order: its `prediction` and, for
+    a ranked task, `option_scores`, every option's summed log-likelihood."""
+    with keeping_option_scores() as option_scores:
+        predictions = predict_task(
+            model, tokenizer, data, accelerator, batch_size, max_length, counts, mode
+        )
+    if samples is not None:
+        rows = _gather(accelerator, option_scores) or [None] * len(predictions)
+        samples += [
+            {"prediction": p} if row is None else {"prediction": p, "option_scores": row}
+            for p, row in zip(predictions, rows, strict=True)
+        ]
+    if evaluation_of(data.task, mode) != data.task.evaluation:
+        return _generated_label_scores(data, predictions)
+    return data.score(predictions)
+
+
+def evaluation_of(task: Task, mode: str) -> str:
+    """How `task` is scored under the run's `eval_mode`: "generate" makes a ranked task generate
+    its label greedily, scored by exact match (as O-LoRA and TRACE score classification)."""
+    return "generate" if mode == "generate" and task.evaluation == "rank" else task.evaluation
+
+
+def _generated_label_scores(data: TaskData, texts: list[str]) -> dict[str, float]:
+    """The task's own scores, a generated text counting as the label it spells exactly (as
+    none otherwise), and exact match against the gold label's text."""
+    labels = [option.strip() for option in data.options or []]
+    chosen = [labels.index(text) if text in labels else -1 for text in texts]
+    golds = [example.target.strip() for example in data.test]
+    return data.score(chosen) | exact_match(texts, golds)
+
+
+def predict_task(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TaskData,
+    accelerator: Accelerator,
+    batch_size: int,
+    max_length: int,
+    counts: TokenCounts | None = None,
+    mode: str = "rank",
+) -> list[Any]:
+    """What the scorer compares with the references, one per test example: the option's index
+    ("rank"), the text cut at the first stop string ("generate"), or the (chosen, rejected)
+    mean log-probabilities ("preference"). Every process returns all of them. `mode` is the
+    run's `eval_mode` (see `evaluation_of`)."""
     model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
@@ -124,9 +195,10 @@ def evaluate_task(
         share = [examples[i] for i in mine]
         prompts = [e.prompt for e in share]
         args = (batch_size, max_length, accelerator.device, task.name)
-        if task.evaluation == "rank":
+        evaluation = evaluation_of(task, mode)
+        if evaluation == "rank":
             predictions = rank_options(model, tokenizer, prompts, data.options, *args)
-        elif task.evaluation == "preference":
+        elif evaluation == "preference":
             predictions = compare_responses(
                 model,
                 tokenizer,
@@ -135,12 +207,40 @@ def evaluate_task(
                 [e.rejected for e in share],
                 *args,
             )
+        elif evaluation == "loss":
+            predictions = document_losses(model, tokenizer, [e.target for e in share], *args)
         else:
             texts = generate(model, tokenizer, prompts, task.max_new_tokens, *args, stop=task.stop)
             predictions = [_cut(text, task.stop) for text in texts]
     predictions = _gather(accelerator, predictions)
     model.train(was_training)
-    return data.score(predictions)
+    return predictions
+
+
+@torch.inference_mode()
+def document_losses(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    desc: str,
+) -> list[tuple[float, int, int]]:
+    """(summed next-token loss in nats, tokens predicted, UTF-8 bytes) of each text."""
+    spans = [packing.windows(tokenizer, text, max_length) for text in texts]
+    owner = [i for i, found in enumerate(spans) for _ in found]
+    blocks = [Example("", "", desc, ids=tuple(w)) for found in spans for w in found]
+    nats, prepended = [0.0] * len(texts), prepended_positions(model)
+    for chunk in _by_length([list(b.ids) for b in blocks], batch_size, desc):
+        inputs = collate(tokenizer, [blocks[i] for i in chunk], max_length)
+        _count(inputs["attention_mask"])
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        logprobs = target_logits(model, inputs, prepended).row_logprobs(len(chunk))
+        for i, value in zip(chunk, logprobs.tolist(), strict=True):
+            nats[owner[i]] -= value
+    tokens = [sum(len(w) - 1 for w in found) for found in spans]
+    return [(nats[i], tokens[i], len(text.encode("utf-8"))) for i, text in enumerate(texts)]
 
 
 def _cut(text: str, stops: Sequence[str]) -> str:
@@ -187,6 +287,9 @@ def rank_options(
     scores = option_scores(
         model, contexts, option_ids, tokenizer.pad_token_id, batch_size, device, desc
     )
+    kept = _OPTION_SCORES.get()
+    if kept is not None:
+        kept += scores.tolist()
     return scores.argmax(dim=1).tolist()
 
 

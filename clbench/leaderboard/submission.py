@@ -23,6 +23,7 @@ from typing import Any
 
 from clbench import metrics
 from clbench.data import registry
+from clbench.data.protocol import budget_differences, load_protocol
 from clbench.errors import ClbenchError
 from clbench.results.compare import comparable_groups
 from clbench.results.io import write_json
@@ -175,9 +176,30 @@ class _Validator:
             value = budget.get(key)
             if value is not None and (type(value) is not int or value < 1):
                 problems.append(f"budget.{key} is {_show(value)}; expected an integer >= 1 or null")
+        problems += self.protocol(run)
         if problems:
             return problems
         return self.sequence(run, sub) or self.numbers(run)
+
+    def protocol(self, run: Results) -> list[str]:
+        """A run that names a protocol has the registered version and follows its budget."""
+        named = run.protocol
+        if named is None:
+            return []
+        try:
+            protocol = load_protocol(named.name)
+        except ClbenchError as err:
+            return [f"protocol.name: {err}"]
+        if (named.version, named.hash) != (protocol.version, protocol.hash):
+            return [
+                f"protocol is {named.name} v{named.version} ({named.hash}); the registered "
+                f"protocol is v{protocol.version} ({protocol.hash})"
+            ]
+        settings = {"model": run.model.name, **(run.config or {}), **run.budget}
+        differences = budget_differences(protocol, settings)
+        if differences:
+            return [f"budget differs from protocol {protocol.name}: {'; '.join(differences)}"]
+        return []
 
     def sequence(self, run: Results, sub: dict[str, Any]) -> list[str]:
         """The sequence is registered, in the submission's group, and on the registered data."""
@@ -228,10 +250,15 @@ class _Validator:
     def numbers(self, run: Results) -> list[str]:
         """Every cell a fraction, then every metric of the table recomputed from the matrix
         (and the probe matrix)."""
+        task_metrics = [task.metric for task in run.sequence.tasks]
         for i, row in enumerate(run.matrix):
             for j, value in enumerate(row):
-                if not _fraction(value):
-                    return [f"matrix[{i}][{j}] is {_show(value)}; expected a number in [0, 1]"]
+                # A loss (bits per byte) is a positive number, not a fraction.
+                if not (_fraction(value) or _positive_loss(value, task_metrics[j])):
+                    return [
+                        f"matrix[{i}][{j}] is {_show(value)}; expected a number in [0, 1] "
+                        "(a loss such as bits per byte: a number >= 0)"
+                    ]
         single = run.single_task
         if single is not None and not all(map(_fraction, single)):
             return [f"single_task must be null or {len(single)} numbers in [0, 1]"]
@@ -239,7 +266,7 @@ class _Validator:
         if problems:
             return problems
         probe_matrix = None if run.probes is None else run.probes.matrix
-        recomputed = metrics.compute_all(run.matrix, single, probe_matrix)
+        recomputed = metrics.compute_all(run.matrix, single, probe_matrix, task_metrics)
         for key, value in recomputed.items():
             claimed, expected = run.metrics.get(key), None if math.isnan(value) else value
             if not _same(claimed, expected):
@@ -271,6 +298,9 @@ class _Validator:
         twice = [f"{s} seed {k}" for (s, k), n in seen.items() if n > 1]
         if twice:
             return [f"runs: more than one run of {', '.join(twice)}"]
+        protocols = sorted({"none" if r.protocol is None else r.protocol.name for r in runs})
+        if len(protocols) > 1:
+            return [f"runs: follow different protocols ({', '.join(protocols)}); submit each apart"]
         try:
             grouped, notes = comparable_groups(runs_frame(runs), average_orders=True)
         except ClbenchError as err:
@@ -291,6 +321,16 @@ def _fraction(value: Any) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(value)
         and 0.0 <= value <= 1.0
+    )
+
+
+def _positive_loss(value: Any, task_metric: str | None) -> bool:
+    return (
+        not metrics.higher_is_better(task_metric)
+        and isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0.0
     )
 
 

@@ -1,7 +1,8 @@
 """Which runs may be averaged together, and notes saying what was kept apart and why.
 
-A row of a report is one sequence (or, with `average_orders`, one sequence group), model name
-and method; its runs must also agree on the test data and the settings in `COMPARED`.
+A row of a report is one sequence (or, with `average_orders`, one sequence group) under one
+protocol, model name and method; its runs must also agree on the test data and the settings in
+`COMPARED` (the budget among them, which holds the evaluation mode, `eval_mode`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ def comparable_groups(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Label each run with the table row it is averaged in; notes say what was kept apart, why.
 
-    A row is one sequence (or, with `average_orders`, one sequence group), model name and
-    method. Runs of a row that differ in test data, budget, model source/revision/peft or method
-    hyper-parameters are split into rows `method [1]`, `method [2]`, ... (the biggest first).
+    A row is one sequence (or, with `average_orders`, one sequence group) under one protocol,
+    model name and method: runs of different protocols go to different tables. Runs of a row
+    that differ in test data, budget (the evaluation mode too), model source/revision/peft or
+    method hyper-parameters are split into rows `method [1]`, `method [2]`, ... (the biggest
+    first).
     Adds the columns `table_sequence`, `row` and `variant` (1, 2, ...).
     """
     frame = frame.copy()
-    frame["table_sequence"] = frame["sequence_group" if average_orders else "sequence"]
+    frame["table_sequence"] = _table_sequence(frame, average_orders)
     frame["row"] = frame["method"]
     frame["variant"] = 1
     compared = [_data_column(average_orders), *COMPARED]
@@ -55,6 +58,13 @@ def comparable_groups(
             f"they differ in {'; '.join(_differences(firsts, compared))}"
         )
     return frame, notes + _block_notes(frame, average_orders)
+
+
+def _table_sequence(frame: pd.DataFrame, average_orders: bool) -> pd.Series:
+    """The sequence (group) a run is tabled under, with its protocol when it has one."""
+    sequence = frame["sequence_group" if average_orders else "sequence"]
+    protocol = frame.get("protocol", "none")
+    return sequence.where(protocol == "none", sequence + " [protocol " + protocol + "]")
 
 
 def _data_column(average_orders: bool) -> str:

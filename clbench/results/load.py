@@ -102,10 +102,10 @@ def runs_frame(runs: Sequence[Results]) -> pd.DataFrame:
 
     Columns: run_id, path (where it was read from), created_at, sequence, sequence_group and
     order (`split_order`), method, model, model_source, model_revision, peft, seed, budget and
-    hyperparameters (canonical JSON), uses_task_id, extra_memory, test_data and test_data_set
-    (hashes of the test fingerprints in order and as a set), comparability_key (equal for runs
-    that may be averaged within one sequence), and one column per metric of the table (NaN
-    where undefined).
+    hyperparameters (canonical JSON), protocol (`name vVERSION HASH`, or "none"),
+    uses_task_id, extra_memory, test_data and test_data_set (hashes of the test fingerprints in
+    order and as a set), comparability_key (equal for runs that may be averaged within one
+    sequence), and one column per metric of the table (NaN where undefined).
     """
     if not runs:
         raise ClbenchError("no runs given")
@@ -135,6 +135,7 @@ def _row(run: Results) -> dict[str, Any]:
         "peft": _text(run.model.peft),
         "seed": run.seed,
         "budget": canonical(run.budget),
+        "protocol": _protocol(run),
         "hyperparameters": canonical(run.method.hyperparameters),
         "uses_task_id": run.method.uses_task_id,
         "extra_memory": run.method.extra_memory,
@@ -142,7 +143,7 @@ def _row(run: Results) -> dict[str, Any]:
         "test_data_set": _digest(sorted(set(fingerprints))),
     }
     row["comparability_key"] = _digest(
-        [row[key] for key in ("sequence", "test_data", "model", "method", *COMPARED)]
+        [row[key] for key in ("sequence", "protocol", "test_data", "model", "method", *COMPARED)]
     )
     return row | {key: run.metric(key) for key in metrics.METRICS}
 
@@ -160,6 +161,12 @@ def reported_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
 def canonical(value: Any) -> str:
     """JSON with sorted keys and no spaces: equal values give equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _protocol(run: Results) -> str:
+    """`name vVERSION HASH` of the run's protocol, or "none"."""
+    found = run.protocol
+    return "none" if found is None else f"{found.name} v{found.version} {found.hash[:8]}"
 
 
 def _text(value: Any) -> str:

@@ -86,6 +86,7 @@ class TaskInfo(_Record):
     test_size: int | None = None
     fingerprint: str  # a hash of the exact test examples scored
     train_fingerprint: str | None = None
+    evaluation: str | None = None  # "rank", "generate" or "preference", as scored
 
 
 @dataclass(kw_only=True)
@@ -141,6 +142,33 @@ class Probes(_Record):
 
 
 @dataclass(kw_only=True)
+class PredictionFile(_Record):
+    """One cell's logged predictions: a JSONL file, its path relative to the run folder."""
+
+    task: str
+    path: str
+    sha256: str
+
+
+@dataclass(kw_only=True)
+class Predictions(_Record):
+    """Every cell's predictions and gold answers (clbench.evaluation.predictions)."""
+
+    format: int  # the version of the line layout
+    folder: str
+    files: list[list[PredictionFile]]  # (T+1) x T, like the matrix
+
+
+@dataclass(kw_only=True)
+class ProtocolInfo(_Record):
+    """The benchmark protocol a run followed (docs/protocols.md)."""
+
+    name: str
+    version: int
+    hash: str  # of the protocol file's budget, sequences and seeds
+
+
+@dataclass(kw_only=True)
 class Results(_Record):
     """One finished run. Fields are in the order the runner writes them."""
 
@@ -154,14 +182,19 @@ class Results(_Record):
     model: ModelInfo
     seed: int
     budget: dict[str, Any]
+    protocol: ProtocolInfo | None = None
     config: dict[str, Any] | None = None
     matrix: list[list[float | None]]  # (T+1) x T, fractions; docs/metrics.md
     single_task: list[float | None] | None = None
     probes: Probes | None = None
     scores: list[list[dict[str, Any]]] | None = None  # every metric of every cell
+    predictions: Predictions | None = None  # the files of the logged predictions
     metrics: dict[str, float | None] = field(default_factory=dict)  # every key of the table
     curves: dict[str, list[float | None]] | None = None
     timings: dict[str, Any] | None = None
+    # Stages whose training loss ended above clbench.training.guard.DIVERGENCE_FACTOR times
+    # its first value; [] when none did, null in files written before the loss guard.
+    diverged: list[int] | None = None
     peak_memory: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     source: str = field(default="", metadata=_NOT_JSON, compare=False, repr=False)
@@ -204,6 +237,8 @@ class Results(_Record):
         _shape("matrix", self.matrix, n + 1, n, "T+1 rows of the T tasks")
         if self.single_task is not None and len(self.single_task) != n:
             raise _Problem("single_task", f"has {len(self.single_task)} values; expected {n}")
+        if self.predictions is not None:
+            _shape("predictions.files", self.predictions.files, n + 1, n, "a file per cell")
         if self.probes is not None:
             width = len(self.probes.names)
             if width == 0:
@@ -223,7 +258,10 @@ class Results(_Record):
         missing = [key for key in metrics.METRICS if key not in self.metrics]
         if missing:
             found = metrics.compute_all(
-                self.matrix, self.single_task, None if probes is None else probes.matrix
+                self.matrix,
+                self.single_task,
+                None if probes is None else probes.matrix,
+                [task.metric for task in self.sequence.tasks],
             )
             self.metrics |= {key: _finite(found[key]) for key in missing}
         return self

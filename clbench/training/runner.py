@@ -4,8 +4,11 @@ up, evaluate and save."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,11 +22,14 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from clbench import __version__, metrics
-from clbench.config import RunConfig
+from clbench.config import BUDGET_FIELDS, RunConfig
 from clbench.data import registry
+from clbench.data.packing import packed_tasks
+from clbench.data.protocol import apply_protocol, protocol_record
 from clbench.data.task import TaskData, find_contamination
 from clbench.errors import ClbenchError
-from clbench.evaluation.evaluate import evaluate_task
+from clbench.evaluation import predictions
+from clbench.evaluation.evaluate import evaluate_task, evaluation_of
 from clbench.evaluation.probes import (
     Probe,
     check_model,
@@ -39,12 +45,14 @@ from clbench.results.io import (
     peak_memory_mb,
     read_json,
     remove_old_checkpoints,
-    save_checkpoint,
     write_json,
     write_results,
 )
 from clbench.results.schema import SCHEMA_VERSION, Results
+from clbench.training import checkpoints, guard
+from clbench.training.lock import LOCK_NAME, RunLock
 from clbench.training.models import LoadedModel, apply_lora, load_model
+from clbench.training.references import attached_references
 from clbench.training.train import train_task
 
 
@@ -53,17 +61,45 @@ def run(
     resume: bool = False,
     include: tuple[str, ...] = (),
     stop_after: int | None = None,
+    fresh: bool = False,
 ) -> Path:
-    """Run `config` (or continue it, with `resume`); returns the run folder.
+    """Run `config`, or continue it where its folder holds it unfinished; returns the run
+    folder. A finished run is left as it is; `fresh` deletes the run's files and starts over.
+    `resume` only insists that there is a run to continue (docs/reliability.md).
 
     `stop_after` ends this invocation after that many stages, leaving a resumable run.
     """
+    config = apply_protocol(config, include)
     accelerator = _accelerator(config)
     run_dir = run_dir_of(config)
     if accelerator.is_main_process:
-        _check_run_dir(run_dir, config, resume)  # fails fast, before the model is loaded
+        _check_run_dir(run_dir, config, resume, fresh)  # fails fast, before the model is loaded
+    if (run_dir / "results.json").exists() and not fresh:
+        return run_dir
+    # Single-task references are runs of their own, made (or read) before this one starts.
+    recorded = {
+        "protocol": protocol_record(config, include),
+        "single_task": attached_references(config, include),
+    }
     setup = _prepare(config, include)  # every input is checked before any file is written
+    with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        if fresh and accelerator.is_main_process:
+            _clear(run_dir)
+        accelerator.wait_for_everyone()
+        return _run_stages(config, setup, run_dir, accelerator, stop_after, recorded)
+
+
+def _run_stages(
+    config: RunConfig,
+    setup: _Setup,
+    run_dir: Path,
+    accelerator: Accelerator,
+    stop_after: int | None,
+    recorded: dict[str, Any],
+) -> Path:
+    """The stages of the run not yet in its state.json, under the run's lock."""
     state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
+    state = checkpoints.restore(run_dir, state, lambda text: _say(accelerator, text))
     method, tasks, tokenizer = setup.method, setup.tasks, setup.loaded.tokenizer
     # The method's state comes first: it tells `wrap_model` which adapters or blocks the saved
     # stages had added, so the checkpoint's weights fit the model.
@@ -82,7 +118,7 @@ def run(
 
     if not state["rows"]:  # row 0: the model before any continual training
         scores, seconds = _evaluate_all(
-            setup.loaded, method, tasks, config, accelerator, "before training"
+            setup.loaded, method, tasks, config, accelerator, "before training", run_dir, 0
         )
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
@@ -105,7 +141,7 @@ def run(
         train_seconds = time.perf_counter() - started
         method.after_task(stage)
         scores, eval_seconds = _evaluate_all(
-            setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}"
+            setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}", run_dir, k
         )
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
@@ -122,9 +158,9 @@ def run(
         _save_progress(run_dir, state, model, method, accelerator, stage=k)
 
     if len(state["rows"]) == len(tasks) + 1 and accelerator.is_main_process:
-        results = _results(config, setup, state, run_dir.name, accelerator)
+        results = _results(config, setup, state, run_dir, accelerator, recorded)
         write_results(run_dir / "results.json", results)
-        remove_old_checkpoints(run_dir, keep=None)
+        remove_old_checkpoints(run_dir)
     accelerator.wait_for_everyone()
     return run_dir
 
@@ -152,6 +188,8 @@ def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
     probes = load_probes(config, include, sequence.tasks)
     set_seed(config.seed)  # LoRA's initialisation depends on it
     loaded = load_model(config.model)
+    # Language-modelling tasks train on token blocks, which need the model's tokenizer.
+    tasks = packed_tasks(tasks, method, loaded.tokenizer, config.max_length, config.seed)
     if config.peft == "lora":
         loaded.model = apply_lora(loaded.model, config.lora_r, config.lora_alpha)
     return _Setup(tasks, method, loaded, sequence.name, probes)
@@ -170,8 +208,9 @@ def run_dir_of(config: RunConfig) -> Path:
     return Path(config.output) / (config.run_id or default_run_id(config))
 
 
-def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    """Refuse a folder that holds another run or this one finished, or nothing to resume."""
+def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, fresh: bool) -> None:
+    """Refuse a folder that holds another run or files that are not a run, or nothing to
+    resume; say whether this run is finished, continued or started over."""
     saved = run_dir / "config.json"
     if saved.exists():
         previous, current = read_json(saved), config.to_dict()
@@ -183,16 +222,41 @@ def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
                 f"{run_dir} already holds a different run (differs in: {', '.join(differs)}); "
                 "choose another --output or --run-id"
             )
-        if (run_dir / "results.json").exists():
-            raise ClbenchError(f"{run_dir} already holds this run, finished; see its results.json")
-        if not resume:
-            raise ClbenchError(f"{run_dir} holds this run, unfinished; continue it with --resume")
+        if fresh:
+            print(f"clbench: starting the run in {run_dir} over (--fresh)", file=sys.stderr)
+        elif (run_dir / "results.json").exists():
+            print(
+                f"clbench: {run_dir} holds this run, finished; its results follow "
+                "(--fresh starts it over)",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"clbench: continuing the unfinished run in {run_dir} (--fresh starts it over)",
+                file=sys.stderr,
+            )
     elif resume:
         raise ClbenchError(f"nothing to resume: {saved} does not exist")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise ClbenchError(
             f"{run_dir} exists and is not a clbench run folder; choose another --output"
         )
+
+
+def _clear(run_dir: Path) -> None:
+    """Delete a run's files for `--fresh`, but the lock this process holds."""
+    for path in run_dir.iterdir():
+        if path.name == LOCK_NAME:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _say(accelerator: Accelerator, text: str) -> None:
+    if accelerator.is_main_process:
+        print(text, file=sys.stderr)
 
 
 def config_of_run(run_dir: str | Path) -> RunConfig:
@@ -211,6 +275,7 @@ def _new_state() -> dict[str, Any]:
         "scores": [],
         "stages": [],
         "checkpoint": None,
+        "checkpoints": [],
         "probe_rows": [],
         "probe_metrics": [],
         "method_state": {},
@@ -237,15 +302,20 @@ def _evaluate_all(
     config: RunConfig,
     accelerator: Accelerator,
     when: str,
+    run_dir: Path | None = None,
+    row: int = 0,
 ) -> tuple[list[dict[str, float]], float]:
-    """Every metric of every task; the primary one of each fills the matrix row."""
+    """Every metric of every task; the primary one of each fills the matrix row. With
+    `run_dir` and `config.predictions`, the row's predictions are kept there."""
     started = time.perf_counter()
+    keep = predictions.row_dir(run_dir, row) if run_dir and config.predictions else None
     scores = []
     bar = tqdm(
         tasks, desc=f"eval {when}", leave=False, disable=not accelerator.is_local_main_process
     )
     for data in bar:
         method.before_eval(loaded.model, data)
+        samples: list[dict[str, Any]] | None = None if keep is None else []
         scores.append(
             evaluate_task(
                 loaded.model,
@@ -254,8 +324,13 @@ def _evaluate_all(
                 accelerator,
                 config.eval_batch_size,
                 config.max_length,
+                None,
+                samples,
+                config.eval_mode,
             )
         )
+        if keep is not None and accelerator.is_main_process:
+            predictions.write_cell(keep, data, samples, evaluation_of(data.task, config.eval_mode))
     if accelerator.is_local_main_process:
         cells = ", ".join(
             f"{d.task.name} {s[d.task.metric]:.3f}" for d, s in zip(tasks, scores, strict=True)
@@ -295,51 +370,46 @@ def _save_progress(
     accelerator: Accelerator,
     stage: int,
 ) -> None:
-    """Checkpoint, then state.json pointing at it, then drop the older checkpoint."""
+    """Checkpoint, then state.json pointing at it, then drop the checkpoints older than the
+    one before it (clbench.training.checkpoints)."""
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
     method_state = method.state_dict()
-    tensors = {k: v for k, v in method_state.items() if isinstance(v, torch.Tensor)}
     if stage > 0:  # stage 0 changed no weight; a resume rebuilds it from the seed
-        state["checkpoint"] = save_checkpoint(
-            run_dir, stage, accelerator.unwrap_model(model), tensors
-        )
-    state["method_state"] = {k: v for k, v in method_state.items() if k not in tensors}
+        checkpoints.save(run_dir, state, stage, accelerator.unwrap_model(model), method_state)
+    state["method_state"] = {
+        k: v for k, v in method_state.items() if not isinstance(v, torch.Tensor)
+    }
     previous = state.get("peak_memory") or {}
     now = peak_memory_mb()
     state["peak_memory"] = {
         k: max(filter(None, [previous.get(k), now[k]]), default=None) for k in now
     }
     write_json(run_dir / "state.json", state)
-    remove_old_checkpoints(run_dir, keep=state["checkpoint"])
+    remove_old_checkpoints(run_dir, keep=checkpoints.kept(state))
     accelerator.wait_for_everyone()
 
 
 def _results(
-    config: RunConfig, setup: _Setup, state: dict, run_id: str, accelerator: Accelerator
+    config: RunConfig,
+    setup: _Setup,
+    state: dict,
+    run_dir: Path,
+    accelerator: Accelerator,
+    recorded: dict[str, Any],
 ) -> Results:
-    """The finished run, checked against the results schema (docs/results-schema.md)."""
+    """The finished run, checked against the results schema (docs/results-schema.md).
+    `recorded` holds its `protocol` block and its `single_task` references."""
+    single_task = recorded["single_task"]
     model = accelerator.unwrap_model(setup.loaded.model)
     matrix = state["rows"]
+    task_metrics = [d.task.metric for d in setup.tasks]  # their directions (metrics.py)
     probes = probe_results(setup.probes, state, config)
-    budget_keys = [
-        "steps_per_task",
-        "epochs",
-        "batch_size",
-        "grad_accum",
-        "lr",
-        "lr_scheduler",
-        "warmup_steps",
-        "weight_decay",
-        "max_length",
-        "max_train_examples",
-        "max_test_examples",
-    ]
     content = {
         "schema_version": SCHEMA_VERSION,
         "clbench_version": __version__,
-        "run_id": run_id,
+        "run_id": run_dir.name,
         "created_at": state["created_at"],
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sequence": {
@@ -353,6 +423,7 @@ def _results(
                     "test_size": len(d.test),
                     "fingerprint": d.fingerprints["test"],
                     "train_fingerprint": d.fingerprints["train"],
+                    "evaluation": evaluation_of(d.task, config.eval_mode),
                 }
                 for d in setup.tasks
             ],
@@ -366,15 +437,20 @@ def _results(
             else None,
         },
         "seed": config.seed,
-        "budget": {key: getattr(config, key) for key in budget_keys},
+        "budget": {key: getattr(config, key) for key in BUDGET_FIELDS},
+        "protocol": recorded["protocol"],
         "config": config.to_dict(),
         "matrix": matrix,
-        "single_task": None,
+        "single_task": single_task,
         "probes": probes,
         "scores": state["scores"],  # every metric of every cell, the matrix's included
-        "metrics": metrics.compute_all(matrix, None, None if probes is None else probes["matrix"]),
-        "curves": metrics.curves(matrix),
+        "predictions": predictions.block(run_dir, [d.task.name for d in setup.tasks], len(matrix)),
+        "metrics": metrics.compute_all(
+            matrix, single_task, None if probes is None else probes["matrix"], task_metrics
+        ),
+        "curves": metrics.curves(matrix, single_task, task_metrics),
         "timings": {"stages": state["stages"]},
+        "diverged": guard.diverged(state["stages"]),
         "peak_memory": state["peak_memory"],
         "environment": environment(
             str(accelerator.device), accelerator.num_processes, accelerator.mixed_precision
