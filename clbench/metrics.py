@@ -5,6 +5,12 @@ score on task j right after training on task k. The formulas and the direction o
 are in docs/metrics.md; `METRICS` is the one place that names them. Report, leaderboard, plots
 and the leaderboard site all read this table, so adding a metric is one entry in it (see
 docs/contributing.md). Missing cells (None or NaN) make exactly the metrics that need them NaN.
+
+A task's score may be one where lower is better (`LOWER_IS_BETTER`: bits per byte, a loss).
+The metrics read such a column negated, so each keeps its reading on any sequence: AA, BWT, FWD
+and FWT higher is better, FGT lower, and a positive BWT still means an earlier task improved
+(docs/metrics.md#direction). `task_metrics` names each column's score; without it every column
+is higher-is-better, as before.
 """
 
 from __future__ import annotations
@@ -72,6 +78,50 @@ def _single_task(single_task: Any, n_tasks: int) -> np.ndarray | None:
     if len(values) != n_tasks:
         raise ValueError(f"single_task has {len(values)} values, expected T = {n_tasks}")
     return np.array([_cell(v, f"single_task[{j}]") for j, v in enumerate(values)])
+
+
+# Task scores (scorer keys of clbench.evaluation.scorers) where lower is better.
+LOWER_IS_BETTER = frozenset({"bits_per_byte", "perplexity", "loss"})
+
+
+def higher_is_better(score: str | None) -> bool:
+    """The direction of a task score; a score not named (None) is higher-is-better."""
+    return score not in LOWER_IS_BETTER
+
+
+# How tables and plots show a task score: a factor and a unit. Fractions show in percent.
+SCORE_UNITS = {
+    "bits_per_byte": (1.0, "bits/byte"),
+    "perplexity": (1.0, "perplexity"),
+    "loss": (1.0, "nats/token"),
+}
+
+
+def score_unit(score: str | None) -> tuple[float, str]:
+    """The factor and unit that task score `score` is shown in: (100, "%") for a fraction."""
+    return SCORE_UNITS.get(score, (100.0, "%"))
+
+
+def _signs(task_metrics: Sequence[str | None] | None, n_tasks: int) -> np.ndarray:
+    if task_metrics is None:
+        return np.ones(n_tasks)
+    if len(task_metrics) != n_tasks:
+        raise ValueError(f"task_metrics has {len(task_metrics)} names, expected T = {n_tasks}")
+    return np.array([1.0 if higher_is_better(m) else -1.0 for m in task_metrics])
+
+
+def _scores(
+    matrix: Any,
+    single_task: Sequence[Any] | None,
+    task_metrics: Sequence[str | None] | None,
+    probe_matrix: Any = None,
+) -> Scores:
+    """The direction-adjusted inputs of the metrics: lower-is-better columns negated."""
+    a = _matrix(matrix)
+    s = _single_task(single_task, a.shape[1])
+    signs = _signs(task_metrics, a.shape[1])
+    p = None if probe_matrix is None else np.array(probe_matrix, dtype=float)  # None -> NaN
+    return Scores(a * signs, None if s is None else s * signs, p)
 
 
 def _mean(values: Any) -> float:
@@ -195,10 +245,14 @@ METRIC_KEYS = matrix_keys()
 METRIC_NAMES = {key: metric.name for key, metric in METRICS.items()}
 
 
-def compute(matrix: Any, single_task: Sequence[Any] | None = None) -> dict[str, float]:
-    """Every "matrix" metric of the table (keys `METRIC_KEYS`) for a (T+1) x T score matrix."""
-    a = _matrix(matrix)
-    scores = Scores(a, _single_task(single_task, a.shape[1]))
+def compute(
+    matrix: Any,
+    single_task: Sequence[Any] | None = None,
+    task_metrics: Sequence[str | None] | None = None,
+) -> dict[str, float]:
+    """Every "matrix" metric of the table (keys `METRIC_KEYS`) for a (T+1) x T score matrix
+    whose column j holds scores `task_metrics[j]` (default: all higher-is-better)."""
+    scores = _scores(matrix, single_task, task_metrics)
     return {key: METRICS[key].fn(scores) for key in matrix_keys()}
 
 
@@ -206,19 +260,22 @@ def compute_all(
     matrix: Any,
     single_task: Sequence[Any] | None = None,
     probe_matrix: Sequence[Sequence[float | None]] | None = None,
+    task_metrics: Sequence[str | None] | None = None,
 ) -> dict[str, float]:
     """Every metric of the table: `compute`'s, then those of the probe matrix (NaN without
     one), as results.json's `metrics` holds them."""
-    a = _matrix(matrix)
-    p = None if probe_matrix is None else np.array(probe_matrix, dtype=float)  # None -> NaN
-    scores = Scores(a, _single_task(single_task, a.shape[1]), p)
+    scores = _scores(matrix, single_task, task_metrics, probe_matrix)
     return {key: metric.fn(scores) for key, metric in METRICS.items()}
 
 
-def curves(matrix: Any, single_task: Sequence[Any] | None = None) -> dict[str, list[float]]:
+def curves(
+    matrix: Any,
+    single_task: Sequence[Any] | None = None,
+    task_metrics: Sequence[str | None] | None = None,
+) -> dict[str, list[float]]:
     """Return each "matrix" metric after every stage k = 1..T, computed on the first k tasks."""
-    a = _matrix(matrix)
-    s = _single_task(single_task, a.shape[1])
+    adjusted = _scores(matrix, single_task, task_metrics)
+    a, s = adjusted.r, adjusted.s
     stages = [
         Scores(a[: k + 1, :k], None if s is None else s[:k]) for k in range(1, a.shape[1] + 1)
     ]

@@ -40,9 +40,13 @@ def pad_left(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]
 
 
 def collate(tokenizer: Any, batch: list[Example], max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded ids with the loss on target tokens (and a closing EOS) only."""
+    """Right-padded ids with the loss on target tokens (and a closing EOS) only; a packed
+    block (`example.ids`) is a target throughout."""
     rows = []
     for example in batch:
+        if example.ids is not None:
+            rows.append((list(example.ids), list(example.ids)))
+            continue
         target = [*encode_target(tokenizer, example.target), tokenizer.eos_token_id]
         target = target[: max_length - 1]
         prompt = encode_prompt(tokenizer, example.prompt, max_length - len(target))

@@ -41,7 +41,7 @@ LANGUAGES = {
 class Family:
     name: str
     fields: tuple[str, ...]  # every record must have them
-    evaluation: str  # "rank", "generate" or "preference"
+    evaluation: str  # "rank", "generate", "preference" or "loss"
     metric: str  # default primary metric (a clbench.evaluation.scorers name)
     answer: str | None = None  # the field (or derived variable) holding the gold answer
     provides: tuple[str, ...] = ()  # template variables that `derive` adds
@@ -50,6 +50,10 @@ class Family:
     language: str | None = None  # the record field holding the answer's language code
     # What the scorer compares a prediction with, when not the target text (see task.gold).
     reference: Callable[[dict], Any] | None = None
+    # Task fields that mean nothing for the family (a task file naming one is refused), and
+    # the values the task then takes for those of them that every task has.
+    unused: tuple[str, ...] = ()
+    task_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _ner_derive(record: dict) -> dict[str, Any]:
@@ -104,6 +108,13 @@ def _mt_derive(record: dict) -> dict[str, Any]:
     }
 
 
+def _lm_check(record: dict) -> str | None:
+    text = record["text"]
+    if not isinstance(text, str):
+        return f"'text' must be a string, not {type(text).__name__}"
+    return None if text.strip() else "'text' is empty"
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
@@ -152,6 +163,26 @@ FAMILIES: dict[str, Family] = {
             "preference",
             "preference_accuracy",
             provides=("response",),
+        ),
+        # Continual pre-training: the whole text is the target, packed into blocks to train
+        # (clbench.data.packing) and scored by its mean next-token loss.
+        Family(
+            "language_modeling",
+            ("text",),
+            "loss",
+            "bits_per_byte",
+            check=_lm_check,
+            unused=(
+                "prompt",
+                "target",
+                "labels",
+                "max_new_tokens",
+                "stop",
+                "objective",
+                "beta",
+                "metric_args",
+            ),
+            task_defaults={"prompt": "", "target": "{text}"},
         ),
     ]
 }

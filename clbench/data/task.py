@@ -39,6 +39,8 @@ class Example:
     label: int | None = None  # index of the gold option, for ranked tasks
     rejected: str | None = None  # the dispreferred response, for alignment tasks
     reference: Any = None  # what the scorer compares with, when not `target` or `label`
+    # A packed block of token ids (language modelling): trained on whole, prompt and target unused.
+    ids: tuple[int, ...] | None = None
 
 
 def gold(example: Example, evaluation: str) -> Any:
@@ -136,8 +138,13 @@ class Task:
 
     @property
     def evaluation(self) -> str:
-        """ "rank", "generate" or "preference" (see clbench.data.families)."""
+        """ "rank", "generate", "preference" or "loss" (see clbench.data.families)."""
         return FAMILIES[self.family].evaluation
+
+    @property
+    def mirror_family(self) -> str:
+        """The mirror folder the dataset is in: `source.family`, else the task's own family."""
+        return self.source.get("family", self.family)
 
     @classmethod
     def from_yaml(cls, path: Path) -> Task:
@@ -154,6 +161,15 @@ class Task:
         unknown = sorted(set(spec) - known)
         if unknown:
             raise ClbenchError(f"{origin}: unknown task field(s) {', '.join(unknown)}")
+        named = spec.get("family")
+        family = FAMILIES.get(named) if isinstance(named, str) else None  # else reported below
+        if family is not None and family.unused:
+            foreign = sorted(set(spec) & set(family.unused))
+            if foreign:
+                raise ClbenchError(
+                    f"{origin}: field(s) {', '.join(foreign)} do not belong to a {family.name} task"
+                )
+            spec = {**family.task_defaults, **spec}
         for name in ("name", "family", "source", "prompt", "target"):
             if name not in spec:
                 raise ClbenchError(f"{origin}: missing required field {name!r}")
@@ -167,15 +183,16 @@ class Task:
 
     def _validate(self) -> None:
         for name in ("name", "prompt", "target"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not (value or name in self._family_defaults()):
                 raise ClbenchError(f"{self.where(name)}: field {name!r} must be a non-empty string")
-        if self.family not in FAMILIES:
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
             raise ClbenchError(
                 f"{self.where('family')}: field 'family' is {self.family!r}; "
                 f"known: {', '.join(FAMILIES)}"
             )
         self.metric = self.metric or FAMILIES[self.family].metric
-        if self.metric not in SCORERS:
+        if not isinstance(self.metric, str) or self.metric not in SCORERS:
             raise ClbenchError(
                 f"{self.where('metric')}: field 'metric' is {self.metric!r}; "
                 f"known: {', '.join(SCORERS)}"
@@ -192,6 +209,13 @@ class Task:
             raise ClbenchError(f"{where}: field 'source' needs 'generator' or 'dataset'")
         if self.source.get("hub") is not None:
             hub.check_spec(self.source["hub"], where)
+        fields = self.source.get("fields", {})
+        if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+            raise ClbenchError(f"{where}: 'source.fields' must map record fields to column names")
+        if self.mirror_family not in FAMILIES:
+            raise ClbenchError(
+                f"{where}: 'source.family' is {self.mirror_family!r}; known: {', '.join(FAMILIES)}"
+            )
         preference = FAMILIES[self.family].evaluation == "preference"
         self.objective = self.objective or ("dpo" if preference else "sft")
         if self.objective not in ("sft", "dpo") or (self.objective == "dpo" and not preference):
@@ -227,6 +251,10 @@ class Task:
                 f"{self.where('target')}: field 'target' of a ranked task must use exactly "
                 f"{{{answer}}}"
             )
+
+    def _family_defaults(self) -> dict[str, Any]:
+        family = FAMILIES.get(self.family)
+        return family.task_defaults if family else {}
 
     def _variables(self, name: str) -> set[str]:
         """The variables that template field `name` (prompt or target) uses."""
@@ -294,17 +322,19 @@ class Task:
             return splits, places, self.labels
         root = mirror.data_root(data_dir)
         if self.source.get("hub") and (
-            root is None or not (root / self.family / self.source["dataset"]).is_dir()
+            root is None or not (root / self.mirror_family / self.source["dataset"]).is_dir()
         ):
             splits = hub.load_hub(self.source["hub"], self.name)
             path = self.source["hub"]["path"]
             return splits, {s: _counted(f"{path} ({s} split)") for s in splits}, self.labels
-        folder = mirror.mirror_folder(root, self.family, self.source["dataset"], self.name)
+        folder = mirror.mirror_folder(root, self.mirror_family, self.source["dataset"], self.name)
         splits, places = {}, {}
         for split in mirror.SPLITS:
             path = folder / f"{split}.jsonl"
             splits[split], lines = mirror.read_jsonl(path)
             places[split] = _lines_of(path, lines)
+            if self.source.get("fields"):
+                splits[split] = _map_fields(splits[split], self.source["fields"], places[split])
         labels = self.labels
         if labels is None and (folder / "labels.json").is_file():
             labels = mirror.read_labels(folder / "labels.json")
@@ -362,6 +392,8 @@ class Task:
                 self.name,
                 rejected=self.target.format_map({**values, "response": record["rejected"]}),
             )
+        if family.evaluation == "loss":  # the document itself; packed for training later
+            return Example("", record["text"], self.name)
         label = labels.index(record[family.answer]) if family.evaluation == "rank" else None
         reference = family.reference(record) if family.reference else None
         return Example(
@@ -371,6 +403,20 @@ class Task:
             label,
             reference=reference,
         )
+
+
+def _map_fields(records: list[dict], fields: dict[str, str], place: Place) -> list[dict]:
+    """Records of another family's mirror folder as this task's: field name <- column."""
+    mapped = []
+    for number, record in enumerate(records, start=1):
+        missing = sorted(set(fields.values()) - set(record))
+        if missing:
+            raise ClbenchError(
+                f"{place(number)}: no column {', '.join(missing)} for 'source.fields' "
+                f"(columns: {', '.join(record)})"
+            )
+        mapped.append({name: record[column] for name, column in fields.items()})
+    return mapped
 
 
 def _counted(split: str) -> Place:
@@ -398,14 +444,19 @@ def _label_problem(family: str, answer: str | None, record: dict, labels: list[s
 
 
 def find_contamination(tasks: list[TaskData]) -> list[str]:
-    """Test examples of a sequence whose prompt is also a training prompt of any of its tasks."""
+    """Test examples of a sequence whose prompt (a language-modelling text: the text) is also
+    a training prompt of any of its tasks."""
+
+    def key(example: Example) -> str:
+        return example.prompt or example.target
+
     trained: dict[str, str] = {}
     for task_data in tasks:
         for example in task_data.train:
-            trained.setdefault(example.prompt, task_data.task.name)
+            trained.setdefault(key(example), task_data.task.name)
     found = []
     for task_data in tasks:
-        hits = Counter(trained[e.prompt] for e in task_data.test if e.prompt in trained)
+        hits = Counter(trained[key(e)] for e in task_data.test if key(e) in trained)
         found += [
             f"{count} test example(s) of {task_data.task.name!r} also appear in the training "
             f"set of {name!r}"

@@ -5,8 +5,10 @@ Python floats: its primary metric under its own registry name, secondary metrics
 keys. Values lie in [0, 1] (library percentages are divided by 100); the one exception is
 `reward_margin_mean` from `preference_accuracy`, a difference of log-likelihoods.
 
-Ranked tasks give predictions as option indices, generative tasks the generated strings, and the
-preference task (chosen, rejected) score pairs.
+Ranked tasks give predictions as option indices, generative tasks the generated strings, the
+preference task (chosen, rejected) score pairs, and language modelling (nats, tokens, bytes)
+per document. `bits_per_byte` and its companions are losses: lower is better, and they are not
+bounded by 1 (clbench.metrics.higher_is_better says which scores are so).
 
 A scorer may also take keyword-only options, which a task sets with `metric_args` in its YAML
 and `check_options` validates before any training (docs/tasks-and-sequences.md). `chrf` takes
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import re
 import unicodedata
 import warnings
@@ -307,6 +310,30 @@ def preference_accuracy(
     }
 
 
+# --- Language modelling ---------------------------------------------------------------------
+
+
+def bits_per_byte(
+    predictions: Sequence[tuple[float, int, int]], references: Sequence[object]
+) -> dict[str, float]:
+    """Bits per UTF-8 byte (primary), perplexity and the mean next-token loss over a held-out
+    text, from each document's summed loss in nats, its predicted tokens and its bytes.
+
+    bits per byte = total nats / (ln 2 x total bytes), which does not depend on the tokenizer;
+    perplexity = exp(total nats / total tokens). References carry no information.
+    """
+    _check_lengths(predictions, references)
+    nats = sum(p[0] for p in predictions)
+    tokens = sum(p[1] for p in predictions)
+    size = sum(p[2] for p in predictions)
+    loss = nats / tokens
+    return {
+        "bits_per_byte": nats / (math.log(2) * size),
+        "perplexity": math.exp(min(loss, 700.0)),  # exp overflows a float past ~709
+        "loss": loss,
+    }
+
+
 SCORERS: dict[str, Callable[..., dict[str, float]]] = {
     "accuracy": accuracy,
     "exact_match": exact_match,
@@ -314,6 +341,7 @@ SCORERS: dict[str, Callable[..., dict[str, float]]] = {
     "chrf": chrf,
     "rouge_l": rouge_l,
     "preference_accuracy": preference_accuracy,
+    "bits_per_byte": bits_per_byte,
 }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,6 +33,7 @@ from clbench.config import build_dataclass
 from clbench.data.encoding import collate
 from clbench.data.task import Example, TaskData
 from clbench.errors import ClbenchError, unknown_name
+from clbench.training.cost import Cost
 from clbench.training.loss import prepended_positions, target_logits
 
 if TYPE_CHECKING:
@@ -69,12 +70,21 @@ class Stage:
     tokenizer: Any = None
     config: RunConfig | None = None
     accelerator: Accelerator | None = None
+    # The stage's cost counters (clbench.training.cost): count extra passes and generated tokens.
+    cost: Cost = field(default_factory=Cost)
 
-    def loss(self, examples: list[Example], model: torch.nn.Module | None = None) -> torch.Tensor:
-        """The mean next-token loss on the examples' targets, as training computes it."""
+    def loss(
+        self,
+        examples: list[Example],
+        model: torch.nn.Module | None = None,
+        backward: bool = False,
+    ) -> torch.Tensor:
+        """The mean next-token loss on the examples' targets, as training computes it; counted
+        as an extra forward pass (`backward`: the caller takes a gradient through it)."""
         model = model if model is not None else self.model
         device = next(model.parameters()).device
         batch = collate(self.tokenizer, examples, self.config.max_length)
+        self.cost.extra_forward(batch["attention_mask"], backward)
         inputs = {k: v.to(device) for k, v in batch.items()}
         return target_logits(model, inputs, prepended_positions(model)).loss()
 
@@ -112,6 +122,13 @@ class Method:
     # `training_batch` may return examples of the task being trained that the loader did not
     # give (as joint does): a DPO stage then computes the reference of every training pair.
     draws_current_task: ClassVar[bool] = False
+    # It makes training examples from the prompts and targets of earlier ones (LAMOL, SSR), so
+    # it cannot train on the packed token blocks of a language-modelling task.
+    needs_prompts: ClassVar[bool] = False
+    # Its `wrap_model` or the first stage's `before_eval` changes the model's outputs before
+    # any training (a soft prompt does; a zero-initialised LoRA adapter or an identity block
+    # does not); if not, row 0 is the base model's and a sweep may share it between cells.
+    changes_model_before_training: ClassVar[bool] = False
 
     @dataclass
     class Params:

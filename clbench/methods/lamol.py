@@ -38,6 +38,7 @@ class LAMOL(Method):
     """
 
     name = "lamol"
+    needs_prompts = True
     extra_memory = None
 
     @dataclass
@@ -98,6 +99,7 @@ class LAMOL(Method):
                 eos_token_id=tokenizer.eos_token_id,
             )
             texts += tokenizer.batch_decode(out[:, len(prompt) :], skip_special_tokens=True)
+            stage.cost.generated(out[:, len(prompt) :] != tokenizer.pad_token_id)
         model.train(training)
         return texts
 
@@ -112,7 +114,7 @@ class LAMOL(Method):
         generation = [
             Example(self.marker(e.task), e.prompt + e.target, e.task) for e in step.examples
         ]
-        return loss + self.params.gen_lambda * stage.loss(generation)
+        return loss + self.params.gen_lambda * stage.loss(generation, backward=True)
 
     def after_task(self, stage: Stage) -> None:
         task = stage.data.task
