@@ -16,6 +16,7 @@ import yaml
 
 from clbench.config import RunConfig
 from clbench.errors import ClbenchError
+from clbench.training.signals import EXIT_PREEMPTED, Preempted, preemptible
 
 RUN_DESCRIPTION = """\
 Train a method over a sequence and fill the (T+1) x T matrix. Every RunConfig field is a flag
@@ -32,10 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "clbench: interrupted; finished stages are saved (continue with --resume)",
+            "clbench: interrupted; finished stages are saved (the same command continues)",
             file=sys.stderr,
         )
         return 130
+    except Preempted as err:
+        print(
+            f"clbench: stopped by {err}; finished stages are saved (the same command continues)",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -157,7 +164,13 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         metavar="RUN_DIR",
-        help="continue an unfinished run from its last finished stage",
+        help="continue an unfinished run from its last finished stage; without it, a run "
+        "that is unfinished is continued too, but one that does not exist is started",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the run's files (an unfinished or finished run) and start it over",
     )
     run.add_argument(
         "--stop-after",
@@ -201,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
         default="std",
         help="show mean ± std or mean [95%% CI] (default: std)",
     )
+    rep.add_argument(
+        "--examples",
+        type=int,
+        metavar="N",
+        help="also show N (prediction, gold) pairs per task after the last stage, ✗ if wrong",
+    )
     rep.set_defaults(handler=_report)
 
     fig = commands.add_parser("plot", help="a paper figure of runs (PDF, PNG or SVG)")
@@ -223,6 +242,18 @@ def _parser() -> argparse.ArgumentParser:
         choices=["single", "double"],
         default="single",
         help="one column (3.5 in) or two (7.0 in) of a two-column paper",
+    )
+    fig.add_argument(
+        "--style",
+        choices=["auto", "lines", "multiples"],
+        default="auto",
+        help="curves and stages: every method in colour, or one small panel per method over "
+        "the others in grey (default: auto, small multiples above 6 methods)",
+    )
+    fig.add_argument(
+        "--highlight",
+        metavar="METHOD",
+        help="curves and stages: this method in colour over the others in grey",
     )
     fig.set_defaults(handler=_plot)
     sub = commands.add_parser(
@@ -354,12 +385,16 @@ def _run(args: argparse.Namespace) -> int:
         config = RunConfig.from_dict(given, origin="command line")
     if args.stop_after is not None and args.stop_after < 1:
         raise ClbenchError("--stop-after must be >= 1")
-    run_dir = run(
-        config,
-        resume=args.resume is not None,
-        include=tuple(args.include_path),
-        stop_after=args.stop_after,
-    )
+    if args.fresh and args.resume is not None:
+        raise ClbenchError("--fresh starts the run over; it cannot be given with --resume")
+    with preemptible():  # SIGTERM and SIGUSR1 stop the run with exit code 75
+        run_dir = run(
+            config,
+            resume=args.resume is not None,
+            include=tuple(args.include_path),
+            stop_after=args.stop_after,
+            fresh=args.fresh,
+        )
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
@@ -398,10 +433,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clbench.reporting.tables import parse_metrics, report, tables
+    from clbench.reporting.recompute import recompute_metrics
+    from clbench.reporting.tables import examples, parse_metrics, report, tables
     from clbench.results.load import read_runs, reported_metrics, runs_frame
 
-    results = read_runs(args.runs)
+    results = recompute_metrics(read_runs(args.runs))
     runs = runs_frame(results)
     metrics = reported_metrics(runs)
     if args.metrics is not None:
@@ -418,15 +454,20 @@ def _report(args: argparse.Namespace) -> int:
             decimals=args.decimals,
             interval=args.interval,
         )
+    if args.examples is not None:
+        text += "\n" + examples(results, args.examples)
     print(text, end="")
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
     from clbench.reporting.plots import plot, save
+    from clbench.reporting.recompute import recompute_metrics
     from clbench.results.load import read_runs
 
-    print(f"wrote {save(plot(read_runs(args.runs), args.kind, args.width), args.out)}")
+    runs = recompute_metrics(read_runs(args.runs))
+    figure = plot(runs, args.kind, args.width, args.style, args.highlight)
+    print(f"wrote {save(figure, args.out)}")
     return 0
 
 

@@ -309,3 +309,59 @@ def test_general_draws_each_probe_per_method():
     other = with_probes(make_run("lwf", 1), names=("mmlu",))
     with pytest.raises(ClbenchError, match="must share their probes"):
         plots.general([*runs, other])
+
+
+MANY = [make_run(f"method-{i}", seed=s) for i in range(plots.MAX_LINES + 1) for s in (1, 2)]
+
+
+def _visible(figure: Figure) -> list:
+    return [ax for ax in figure.axes if ax.get_visible()]
+
+
+def _grey_lines(ax) -> int:
+    return sum(line.get_color() == plots.GREY["color"] for line in ax.get_lines())
+
+
+@pytest.mark.parametrize("kind", ["stages", "curves"])
+def test_many_methods_become_small_multiples(kind):
+    methods = [f"method-{i}" for i in range(plots.MAX_LINES + 1)]
+    figure = plots.plot(MANY, kind, width="double")
+    panels = _visible(figure)
+    assert [ax.get_title() for ax in panels] == [f"{m} (n=2)" for m in methods]
+    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # four to a row
+    if kind == "stages":  # each panel: the others' AA_k in grey, its own two curves in colour
+        assert all(_grey_lines(ax) == len(methods) - 1 for ax in panels)
+        assert all(len(ax.get_lines()) == len(methods) + 1 for ax in panels)
+    lines = plots.plot(MANY, kind, width="double", style="lines")
+    assert len(_visible(lines)) == (2 if kind == "stages" else len(methods))
+    assert len(_visible(plots.plot(METHODS, "stages", style="multiples"))) == 2  # two methods
+
+
+@pytest.mark.parametrize("kind, panels", [("stages", 2), ("curves", len(TASKS))])
+def test_highlight_draws_one_method_over_the_others_in_grey(kind, panels):
+    figure = plots.plot(MANY, kind, width="double", highlight="method-3")
+    axes = _visible(figure)
+    assert len(axes) == panels
+    for ax in axes:
+        coloured = [line for line in ax.get_lines() if line.get_color() != plots.GREY["color"]]
+        assert _grey_lines(ax) == plots.MAX_LINES and len(coloured) == 1
+    legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert legend_texts == ["other methods", "method-3 (n=2)"]
+    highlighted = axes[0].get_lines()[-1].get_ydata()
+    expected = np.mean([r["curves"]["aa_k"] for r in MANY if r["method"]["name"] == "method-3"], 0)
+    if kind == "stages":
+        assert np.allclose(highlighted, expected * 100)
+
+
+def test_style_and_highlight_errors(tmp_path, capsys):
+    with pytest.raises(ClbenchError, match="unknown method to highlight 'sgd'"):
+        plots.plot(METHODS, "stages", highlight="sgd")
+    with pytest.raises(ClbenchError, match="apply to curves and stages, not bars"):
+        plots.plot(METHODS, "bars", highlight="ewc")
+    with pytest.raises(ClbenchError, match="unknown plot style 'grid'"):
+        plots.plot(METHODS, "curves", style="grid")
+    write_runs(tmp_path / "runs", METHODS)
+    out = tmp_path / "stages.png"
+    args = ["plot", str(tmp_path / "runs"), "--kind", "stages", "--out", str(out)]
+    assert main([*args, "--highlight", "ewc"]) == 0 and out.is_file()
+    assert main([*args, "--highlight", "sgd"]) == 2 and "sgd" in capsys.readouterr().err

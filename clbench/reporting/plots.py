@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from clbench.errors import ClbenchError, unknown_name
-from clbench.metrics import METRICS
+from clbench.metrics import METRICS, score_unit
 from clbench.results.compare import comparable_groups
 from clbench.results.load import reported_metrics, runs_frame
 from clbench.results.schema import Results, as_results
@@ -37,6 +37,12 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 DASHES = ("-", "--", ":", "-.")  # past 8 lines the colours repeat with another dash
 HATCHES = ("", "///", "...", "xxx")  # the same for bars
 STAGE_CURVES = {"aa_k": "AA$_k$", "aia_k": "AIA$_k$"}
+# Forms of the stages and curves figures with several methods: "lines" draws every method in
+# colour, "multiples" one small panel per method over the others in grey; "auto" picks
+# multiples above MAX_LINES methods, where lines in colour can no longer be told apart.
+STYLES = ("auto", "lines", "multiples")
+MAX_LINES = 6
+GREY = {"color": "0.82", "linewidth": 0.7, "zorder": 1}  # the methods not in focus
 STYLE = {  # sizes are at print size: figures are made at the width they are printed
     "font.size": 8,
     "axes.titlesize": 8,
@@ -61,12 +67,22 @@ ANNOTATION_PT = 7
 CHAR_PT = 0.6 * ANNOTATION_PT  # rough width of one character at 7 pt, to plan space
 
 
-def plot(runs: Sequence[Run], kind: str, width: str = "single") -> Figure:
-    """The figure of one kind (see KINDS) for these runs."""
+def plot(
+    runs: Sequence[Run],
+    kind: str,
+    width: str = "single",
+    style: str = "auto",
+    highlight: str | None = None,
+) -> Figure:
+    """The figure of one kind (see KINDS) for these runs; `style` (see STYLES) and `highlight`
+    (one method in colour over the others in grey) apply to "curves" and "stages"."""
     if kind not in KINDS:
         raise unknown_name("plot kind", kind, KINDS)
-    kinds = {"heatmap": heatmap, "curves": curves, "stages": stages, "bars": bars}
-    return (kinds | {"general": general})[kind](runs, width)
+    if kind in ("curves", "stages"):
+        return {"curves": curves, "stages": stages}[kind](runs, width, style, highlight)
+    if style != "auto" or highlight is not None:
+        raise ClbenchError(f"--style and --highlight apply to curves and stages, not {kind}")
+    return {"heatmap": heatmap, "bars": bars, "general": general}[kind](runs, width)
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -95,7 +111,8 @@ def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
     [(method, group)] = groups.items()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a cell null in every run stays NaN
-        matrix = np.nanmean([_matrix(run) for run in group], axis=0) * 100
+        matrix = np.nanmean([_shown(run) for run in group], axis=0)
+    percent = _score_label(group) == "score (%)"
     longest = max(map(len, [*tasks, "before training"]))
     with rc_context(STYLE):
         fig = Figure(
@@ -104,7 +121,10 @@ def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
         )
         ax = fig.add_subplot()
         image = ax.imshow(
-            matrix, cmap=colormaps["viridis"].with_extremes(bad="0.85"), vmin=0, vmax=100
+            matrix,
+            cmap=colormaps["viridis"].with_extremes(bad="0.85"),
+            vmin=0 if percent else None,  # a loss has no fixed range
+            vmax=100 if percent else None,
         )
         ax.set_aspect("auto")
         ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", rotation_mode="anchor")
@@ -115,7 +135,7 @@ def heatmap(runs: Run | Sequence[Run], width: str = "single") -> Figure:
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training on")
         ax.set_title(f"{method} on {group[0].sequence.name}\n{_describe(group)}")
-        fig.colorbar(image, ax=ax, label="score (%)", pad=0.02, fraction=0.06)
+        fig.colorbar(image, ax=ax, label=_score_label(group), pad=0.02, fraction=0.06)
         _annotate(fig, ax, matrix)
     return fig
 
@@ -145,17 +165,32 @@ def _annotate(fig: Figure, ax: Axes, matrix: np.ndarray) -> None:
         )
 
 
-def curves(runs: Sequence[Run], width: str = "single") -> Figure:
+def curves(
+    runs: Sequence[Run], width: str = "single", style: str = "auto", highlight: str | None = None
+) -> Figure:
     """Each task's score after every stage 0..T, one line per task and one panel per method;
-    a marker where the task was trained; with several runs, the mean and its 95% CI band."""
+    a marker where the task was trained; with several runs, the mean and its 95% CI band.
+    As small multiples the panels are smaller, several to a row; with `highlight`, one panel
+    per task shows that method in colour over the other methods in grey."""
     runs = _results(runs)
     tasks = _tasks(runs)
     groups = _by_method(runs)
     stage = np.arange(len(tasks) + 1)
+    form = _form(style, groups, highlight)
+    if form == "highlight":
+        labels = ("stage (0 = before training)", _score_label(runs))
+        return _highlighted(groups, highlight, stage, tasks, width, lambda r: _shown(r).T, labels)
+    small = form == "multiples"
     with rc_context(STYLE):
-        fig, panels = _panels(len(groups), width, legend_entries=tasks, height=1.8)
+        fig, panels = _panels(
+            len(groups),
+            width,
+            legend_entries=tasks,
+            height=1.2 if small else 1.8,
+            columns=_multiple_columns(width) if small else 0,
+        )
         for ax, (method, group) in zip(panels, groups.items(), strict=True):
-            mean, low, high = mean_ci(np.stack([_matrix(run) for run in group]) * 100)
+            mean, low, high = mean_ci(np.stack([_shown(run) for run in group]))
             for j, task in enumerate(tasks):
                 color, dash = _look(j)
                 ax.plot(
@@ -171,19 +206,37 @@ def curves(runs: Sequence[Run], width: str = "single") -> Figure:
                 ax.plot(stage[alone], mean[alone, j], ".", color=color)
                 if len(group) > 1:
                     _band(ax, stage, low[:, j], high[:, j], color)
-            ax.set_title(f"{method} · {_describe(group)}")
+            ax.set_title(
+                f"{method} ({_count(group)})" if small else f"{method} · {_describe(group)}"
+            )
             ax.set_xticks(_ticks(stage))
-        _label(panels, "stage (0 = before training)", "score (%)")
+        _label(panels, "stage (0 = before training)", _score_label(runs))
         _legend(fig, panels[0], "task (● = trained at this stage)")
     return fig
 
 
-def stages(runs: Sequence[Run], width: str = "single") -> Figure:
-    """AA_k and AIA_k after each stage k, one line per method; CI bands over several runs."""
+def stages(
+    runs: Sequence[Run], width: str = "single", style: str = "auto", highlight: str | None = None
+) -> Figure:
+    """AA_k and AIA_k after each stage k, one line per method; CI bands over several runs.
+    As small multiples, one panel per method (its AA_k and AIA_k over the other methods' AA_k
+    in grey); with `highlight`, that method in colour over the others in grey."""
     runs = _results(runs)
     tasks = _tasks(runs)
     groups = _by_method(runs)
     k = np.arange(1, len(tasks) + 1)
+
+    def both(run: Results) -> np.ndarray:
+        return np.stack([_curve(run, key, len(tasks)) for key in STAGE_CURVES]) * 100
+
+    form = _form(style, groups, highlight)
+    if form == "highlight":
+        names = list(STAGE_CURVES.values())
+        return _highlighted(
+            groups, highlight, k, names, width, both, ("tasks learned k", "score (%)")
+        )
+    if form == "multiples":
+        return _stage_multiples(groups, k, width, both)
     labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
     with rc_context(STYLE):
         fig, panels = _panels(2, width, legend_entries=labels, columns=2)
@@ -193,6 +246,84 @@ def stages(runs: Sequence[Run], width: str = "single") -> Figure:
             ax.set_xticks(_ticks(k))
         _label(panels, "tasks learned k", "score (%)")
         _legend(fig, panels[0], "method")
+    return fig
+
+
+def _form(style: str, groups: dict[str, list[Results]], highlight: str | None) -> str:
+    """ "lines", "multiples" or "highlight", from the style asked for and the methods."""
+    if style not in STYLES:
+        raise unknown_name("plot style", style, STYLES)
+    if highlight is not None:
+        if highlight not in groups:
+            raise unknown_name("method to highlight", highlight, groups)
+        return "highlight"
+    if style == "auto":
+        return "multiples" if len(groups) > MAX_LINES else "lines"
+    return style
+
+
+def _multiple_columns(width: str) -> int:
+    return 2 if width == "single" else 4
+
+
+def _stage_multiples(
+    groups: dict[str, list[Results]],
+    k: np.ndarray,
+    width: str,
+    both: Callable[[Results], np.ndarray],
+) -> Figure:
+    """One panel per method: its AA_k and AIA_k (mean, CI band) over every method's AA_k."""
+    means = {m: mean_ci(np.stack([both(run) for run in g])) for m, g in groups.items()}
+    entries = ["AA$_k$", "AIA$_k$", "AA$_k$ of the other methods"]
+    with rc_context(STYLE):
+        fig, panels = _panels(
+            len(groups), width, entries, columns=_multiple_columns(width), height=1.1
+        )
+        for ax, (method, group) in zip(panels, groups.items(), strict=True):
+            others = [m for m in groups if m != method]
+            for i, other in enumerate(others):
+                label = entries[2] if i == 0 else "_nolegend_"
+                ax.plot(k, means[other][0][0], **GREY, label=label)
+            mean, low, high = means[method]
+            for row, (name, dash) in enumerate(zip(entries[:2], DASHES, strict=False)):
+                ax.plot(k, mean[row], color=PALETTE[row], linestyle=dash, label=name)
+                if len(group) > 1:
+                    _band(ax, k, low[row], high[row], PALETTE[row])
+            ax.set_title(f"{method} ({_count(group)})")
+            ax.set_xticks(_ticks(k))
+        _label(panels, "tasks learned k", "score (%)")
+        _legend(fig, panels[0], "")
+    return fig
+
+
+def _highlighted(
+    groups: dict[str, list[Results]],
+    highlight: str,
+    x: np.ndarray,
+    names: list[str],
+    width: str,
+    values: Callable[[Results], np.ndarray],
+    axis_labels: tuple[str, str],
+) -> Figure:
+    """One panel per row of `values(run)` (named by `names`): the method `highlight` in
+    colour, with its CI band, over every other method in grey."""
+    stats = {m: mean_ci(np.stack([values(run) for run in g])) for m, g in groups.items()}
+    focus = f"{highlight} ({_count(groups[highlight])})"
+    entries = [focus, "other methods"]
+    with rc_context(STYLE):
+        columns = min(len(names), 2 if width == "single" else 4)
+        fig, panels = _panels(len(names), width, entries, columns=columns, height=1.4)
+        for j, (ax, name) in enumerate(zip(panels, names, strict=True)):
+            for i, other in enumerate(m for m in groups if m != highlight):
+                ax.plot(x, stats[other][0][j], **GREY, label=entries[1] if i == 0 else "_nolegend_")
+            mean, low, high = stats[highlight]
+            ax.plot(x, mean[j], color=PALETTE[0], marker="o", label=focus)
+            if len(groups[highlight]) > 1:
+                _band(ax, x, low[j], high[j], PALETTE[0])
+            ax.set_title(name)
+            ax.set_xticks(_ticks(x))
+        _label(panels, *axis_labels)
+        _legend(fig, panels[0], "")
     return fig
 
 
@@ -363,6 +494,19 @@ def _matrix(run: Results) -> np.ndarray:
     return np.array(run.matrix, dtype=float)  # null -> NaN; the shape is the schema's
 
 
+def _shown(run: Results) -> np.ndarray:
+    """The matrix in the units it is shown in: percent, or a loss's own unit (bits per byte)."""
+    factors = [score_unit(task.metric)[0] for task in run.sequence.tasks]
+    return _matrix(run) * np.array(factors)
+
+
+def _score_label(runs: Sequence[Results]) -> str:
+    """The axis label of task scores: "score (%)", or with the units of loss-based tasks."""
+    units = {score_unit(task.metric)[1] for run in runs for task in run.sequence.tasks}
+    lower = sorted(units - {"%"})
+    return "score (%)" if not lower else f"score ({', '.join(['%'] * ('%' in units) + lower)} ↓)"
+
+
 def _curve(run: Results, key: str, n_tasks: int) -> np.ndarray:
     values = (run.curves or {}).get(key)
     if values is None:
@@ -436,8 +580,9 @@ def _legend(fig: Figure, ax: Axes, title: str) -> None:
 
 def _label(panels: list[Axes], xlabel: str, ylabel: str) -> None:
     """Axis labels on the outer panels only (the panels share their axes)."""
-    for ax in panels:
-        if ax.get_subplotspec().is_last_row() or ax is panels[-1]:
+    for i, ax in enumerate(panels):
+        columns = ax.get_subplotspec().get_gridspec().ncols
+        if i + columns >= len(panels):  # no panel below it
             ax.set_xlabel(xlabel)
             ax.xaxis.set_tick_params(labelbottom=True)
         if ax.get_subplotspec().is_first_col():

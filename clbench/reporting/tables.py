@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from clbench.errors import ClbenchError, unknown_name
-from clbench.metrics import METRICS
+from clbench.metrics import METRICS, score_unit
 from clbench.results.compare import comparable_groups
 from clbench.results.load import reported_metrics, runs_frame
 from clbench.results.schema import Results, as_results
@@ -42,18 +43,35 @@ TEST_NAMES = {
 
 
 def matrix_frame(results: Results) -> pd.DataFrame:
-    """The (T+1) x T matrix in percent, rows named after the stage."""
+    """The (T+1) x T matrix in percent, rows named after the stage; a loss-based task (bits per
+    byte) in its own unit, named in its column with its direction."""
     index = ["0: before training"] + [f"{k}: after {t}" for k, t in enumerate(results.tasks, 1)]
-    return pd.DataFrame(results.matrix, index=index, columns=results.tasks, dtype=float) * 100
+    frame = pd.DataFrame(results.matrix, index=index, columns=results.tasks, dtype=float)
+    columns = []
+    for j, task in enumerate(results.sequence.tasks):
+        factor, unit = score_unit(task.metric)
+        frame.iloc[:, j] *= factor
+        columns.append(task.name if unit == "%" else f"{task.name} ({unit} ↓)")
+    frame.columns = columns
+    return frame
 
 
 def metrics_frame(runs: Sequence[Results], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per run, one column per metric, in percent."""
+    """One row per run, one column per metric, in percent; a run whose tasks are all scored by
+    a loss in that loss's unit (its metrics use the negated loss: docs/metrics.md#direction)."""
     rows = {
-        run.run_id: {f"{METRICS[key].name} ({key})": run.metric(key) for key in metrics}
+        run.run_id: {
+            f"{METRICS[key].name} ({key})": run.metric(key) * _metrics_factor(run)
+            for key in metrics
+        }
         for run in runs
     }
-    return pd.DataFrame.from_dict(rows, orient="index", dtype=float) * 100
+    return pd.DataFrame.from_dict(rows, orient="index", dtype=float)
+
+
+def _metrics_factor(run: Results) -> float:
+    factors = {score_unit(task.metric)[0] for task in run.sequence.tasks}
+    return factors.pop() if len(factors) == 1 else 100.0
 
 
 def probe_frame(results: Results) -> pd.DataFrame:
@@ -100,12 +118,57 @@ def report(
             f"seed {run.seed}"
         )
         parts.append(f"{comment}{title}\n{blank}{render(matrix_frame(run), fmt, decimals)}")
+        if run.diverged:  # the loss guard's flag (clbench.training.guard)
+            stages = ", ".join(map(str, run.diverged))
+            note = {"md": "> ", "latex": "% ", "csv": "# "}[fmt]
+            parts.append(
+                f"{note}diverged: the training loss of stage {stages} ended above "
+                "twice its first value"
+            )
         if run.probes is not None:
             probes = render(probe_frame(run), fmt, decimals)
             parts.append(f"{comment}general-ability probes (%)\n{blank}{probes}")
     metrics_table = render(metrics_frame(runs, metrics), fmt, decimals)
-    parts.append(f"{comment}metrics (%)\n{blank}{metrics_table}")
+    parts.append(f"{comment}metrics ({_metrics_unit(runs)})\n{blank}{metrics_table}")
     return "\n\n".join(parts) + "\n"
+
+
+def examples(runs: Sequence[Results], count: int) -> str:
+    """For each run, the first `count` (prediction, gold) pairs of every task after the last
+    stage, from its logged predictions; ✗ marks a prediction that is not a perfect match (its
+    own score below 1), ✓ one that is."""
+    from clbench.evaluation.predictions import read, verified
+
+    if count < 1:
+        raise ClbenchError(f"--examples must be >= 1, got {count}")
+    parts = []
+    for run in runs:
+        if run.predictions is None:
+            raise ClbenchError(f"{run.source}: no predictions kept (the run used --no-predictions)")
+        folder = Path(run.source).parent
+        last = len(run.predictions.files) - 1
+        parts.append(f"### examples of {run.run_id} after stage {last} (✗: wrong)")
+        for cell in run.predictions.files[last]:
+            lines = read(verified(folder, cell.path, cell.sha256))
+            wrong = sum(line["score"] < 1 for line in lines)
+            parts.append(f"{cell.task}: {wrong} of {len(lines)} wrong")
+            for line in lines[:count]:
+                mark = "✗" if line["score"] < 1 else "✓"
+                shown = line.get("option", line["prediction"])
+                gold = line.get("gold_option", line["gold"])
+                parts.append(f"  {mark} #{line['index']}: {shown!r}  gold {gold!r}")
+    return "\n".join(parts) + "\n"
+
+
+def _metrics_unit(runs: Sequence[Results]) -> str:
+    """The unit of `metrics_frame`: percent, unless a run is scored by losses only."""
+    units = {
+        score_unit(run.sequence.tasks[0].metric)[1] if _metrics_factor(run) != 100 else "%"
+        for run in runs
+    }
+    if units == {"%"}:
+        return "%"
+    return "%; runs of loss-based tasks: " + ", ".join(sorted(units - {"%"})) + ", negated"
 
 
 def _check_decimals(decimals: int) -> None:
