@@ -1,0 +1,283 @@
+"""Speed of clbench against a bare PyTorch loop and against lm-eval, at the same thread count.
+
+    python benchmarks/speed.py --data-dir DATA_DIR [--threads 2] [--repeats 1] [--quick]
+
+1. The classification CL workload (benchmarks/bare_loop.py: SmolLM2-135M; agnews, yahoo,
+   dbpedia; 64 train and 100 test examples a task; 128 tokens; LoRA r8 on every linear layer;
+   8 steps of batch 8 a task; the full (T+1) x T matrix by label ranking) runs in the bare loop
+   and in clbench (`clbench.training.runner.run`, seq-ft), alternately, each in a fresh
+   process with the same thread count. Both use the same seeds and data, so their matrices
+   must agree: no cell may differ by more than MATRIX_TOLERANCE. The record holds the ratios
+   bare / clbench of the training, evaluation and whole-run seconds (above 1: clbench faster).
+2. Option scoring: clbench's two exact strategies (one-pass, shared-cache) on each task's test
+   prompts with the base model, timed with the padded-token fraction of each; this is the
+   measurement behind `ONE_PASS_MIN_LONGER_OPTIONS` in clbench/evaluation/evaluate.py.
+3. clbench's evaluator against lm-eval on the same exported task (lm_eval_speed.compare):
+   dbpedia (14 options) against `multiple_choice`, and multi30k_en-de against
+   `generate_until`.
+
+--quick runs every part at tiny sizes, to check that it all works (its times mean nothing).
+Progress is printed as it goes. Writes results/speed.json (results/speed-quick.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling scripts, when this file is run as a script
+
+from bare_loop import arguments  # noqa: E402
+from lm_eval_speed import compare, versions  # noqa: E402
+
+from clbench.data import registry  # noqa: E402
+from clbench.data.encoding import encode_prompt, encode_target  # noqa: E402
+from clbench.evaluation.evaluate import TokenCounts, counting, option_scores  # noqa: E402
+from clbench.training.models import LoadedModel, load_model  # noqa: E402
+
+# Cells are accuracies on 100 test examples: at most 2 examples may differ in any cell, for
+# predictions decided by a near-tie that the two sides' float rounding breaks differently.
+MATRIX_TOLERANCE = 0.02
+# Tiny sizes for --quick: the workload's options, then the lm-eval and strategy parts.
+QUICK = ["--train", "8", "--test", "6", "--steps", "2", "--batch-size", "4", "--max-length", "64"]
+QUICK_EXAMPLES = 4
+FULL_EXAMPLES = {"dbpedia": 32, "multi30k_en-de": 32}
+STRATEGY_EXAMPLES = 100
+
+
+def main() -> None:
+    parser = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
+    parser.add_argument("--side", choices=["clbench"], help=argparse.SUPPRESS)  # one child run
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args = parser.parse_args([*sys.argv[1:], *QUICK])
+    args.threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    if args.side:
+        record = clbench_side(args)
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "threads": args.threads,
+        "quick": args.quick,
+        "workload": {k: v for k, v in vars(args).items() if k not in ("data_dir", "side", "out")},
+        "environment": versions(),
+    }
+    record["classification"] = classification(args)
+    loaded = load_model(args.model)
+    record["option_strategies"] = option_strategies(loaded, args)
+    record["lm_eval"] = lm_eval_comparisons(loaded, args)
+    record["benchmark_seconds"] = time.perf_counter() - started
+    name = "speed-quick.json" if args.quick else "speed.json"
+    out = HERE / "results" / name
+    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"speed: done in {record['benchmark_seconds']:.0f} s; wrote {out}")
+    if not record["classification"]["matrices_agree"]:
+        sys.exit(f"speed: the matrices differ by more than {MATRIX_TOLERANCE} in a cell")
+
+
+def classification(args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides alternately, `args.repeats` times each; their matrices and time ratios."""
+    runs: dict[str, list[dict]] = {"bare": [], "clbench": []}
+    for repeat in range(args.repeats):
+        for side in runs:
+            progress(f"classification workload, {side} (run {repeat + 1} of {args.repeats})")
+            runs[side].append(run_side(side, args))
+            progress(f"{side} took {runs[side][-1]['whole_seconds']:.0f} s")
+    bare, ours = runs["bare"][0], runs["clbench"][0]
+    differences = [
+        abs(a - b)
+        for row_a, row_b in zip(bare["matrix"], ours["matrix"], strict=True)
+        for a, b in zip(row_a, row_b, strict=True)
+    ]
+    agree = max(differences) <= MATRIX_TOLERANCE
+    last_losses = {side: [losses[-1] for losses in r[0]["losses"]] for side, r in runs.items()}
+    progress(f"matrices agree within {MATRIX_TOLERANCE}: {agree} (largest: {max(differences)})")
+    medians = {
+        side: {
+            part: statistics.median(total(run, part) for run in side_runs)
+            for part in ("train", "eval", "whole")
+        }
+        for side, side_runs in runs.items()
+    }
+    return {
+        "runs": runs,
+        "matrix_tolerance": MATRIX_TOLERANCE,
+        "matrices_agree": agree,
+        "largest_cell_difference": max(differences),
+        "cells_differing": sum(d > 0 for d in differences),
+        # The last loss of each stage; training on the same batches, they should be equal.
+        "last_losses": last_losses,
+        "largest_last_loss_difference": max(
+            abs(a - b) for a, b in zip(*last_losses.values(), strict=True)
+        ),
+        "median_seconds": medians,
+        # bare / clbench: above 1, clbench is faster.
+        "speedup": {
+            part: medians["bare"][part] / medians["clbench"][part] for part in medians["bare"]
+        },
+    }
+
+
+def total(run: dict[str, Any], part: str) -> float:
+    return run["whole_seconds"] if part == "whole" else sum(run[f"{part}_seconds"])
+
+
+def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the workload in a fresh process with `args.threads` threads."""
+    workload = [
+        *("--data-dir", args.data_dir, "--model", args.model, "--tasks", *args.tasks),
+        *("--train", args.train, "--test", args.test, "--max-length", args.max_length),
+        *("--steps", args.steps, "--batch-size", args.batch_size),
+        *("--eval-batch-size", args.eval_batch_size, "--lr", args.lr, "--seed", args.seed),
+        *("--lora-r", args.lora_r, "--lora-alpha", args.lora_alpha, "--threads", args.threads),
+    ]
+    script = HERE / ("bare_loop.py" if side == "bare" else "speed.py")
+    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "record.json"
+        extra = ["--side", "clbench"] if side == "clbench" else []
+        command = [sys.executable, str(script), *map(str, workload), *extra, "--out", str(out)]
+        subprocess.run(command, env=env, check=True)
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def clbench_side(args: argparse.Namespace) -> dict[str, Any]:
+    """The workload as a clbench run (in this process); the same record as the bare loop's."""
+    from clbench.config import RunConfig
+    from clbench.training.runner import run
+
+    with tempfile.TemporaryDirectory() as scratch:
+        include = Path(scratch) / "tasks"
+        include.mkdir()
+        sequence = {"name": "speed-classification", "tasks": args.tasks}
+        (include / "speed-classification.yaml").write_text(yaml.safe_dump(sequence))
+        config = RunConfig(
+            sequence="speed-classification",
+            model=args.model,
+            peft="lora",
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            seed=args.seed,
+            steps_per_task=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            mixed_precision="no",
+            data_dir=args.data_dir,
+            max_train_examples=args.train,
+            max_test_examples=args.test,
+            eval_batch_size=args.eval_batch_size,
+            output=str(Path(scratch) / "runs"),
+        )
+        started = time.perf_counter()
+        run_dir = run(config, include=(str(include),))
+        whole = time.perf_counter() - started
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    stages = results["timings"]["stages"]
+    return {
+        "matrix": results["matrix"],
+        "train_seconds": [s["train_seconds"] for s in stages[1:]],
+        "eval_seconds": [s["eval_seconds"] for s in stages],
+        "losses": [[s["final_loss"]] for s in stages[1:]],
+        "train_padded_fraction": [s.get("padded_fraction") for s in stages[1:]],
+        "whole_seconds": whole,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds and padded-token fraction of each option-scoring strategy, per task."""
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    n = QUICK_EXAMPLES if args.quick else STRATEGY_EXAMPLES
+    measured = {}
+    for name in args.tasks:
+        data = registry.load_task(name).load(args.data_dir, max_test=n)
+        option_ids = [encode_target(tokenizer, o) for o in data.options]
+        room = args.max_length - max(len(ids) for ids in option_ids)
+        contexts = [encode_prompt(tokenizer, e.prompt, room) for e in data.test]
+        entry: dict[str, Any] = {
+            "examples": len(contexts),
+            "options": len(option_ids),
+            "options_longer_than_one_token": sum(len(ids) > 1 for ids in option_ids),
+        }
+        scores = {}
+        for strategy in ("shared-cache", "one-pass"):
+            progress(f"option scoring: {name}, {strategy}")
+            counts = TokenCounts()
+            started = time.perf_counter()
+            with torch.inference_mode(), counting(counts):
+                scores[strategy] = option_scores(
+                    model,
+                    contexts,
+                    option_ids,
+                    tokenizer.pad_token_id,
+                    args.eval_batch_size,
+                    torch.device("cpu"),
+                    name,
+                    strategy=strategy,
+                )
+            entry[strategy] = {
+                "seconds": time.perf_counter() - started,
+                "padded_fraction": counts.padded_fraction,
+            }
+        difference = (scores["one-pass"] - scores["shared-cache"]).abs().max()
+        entry["largest_log_likelihood_difference"] = float(difference)
+        measured[name] = entry
+    return measured
+
+
+def lm_eval_comparisons(loaded: LoadedModel, args: argparse.Namespace) -> list[dict[str, Any]]:
+    comparisons = []
+    for task, n in FULL_EXAMPLES.items():
+        n = QUICK_EXAMPLES if args.quick else n
+        progress(f"clbench against lm-eval: {task}, {n} examples")
+        record = compare(
+            loaded, task, args.data_dir, n, args.eval_batch_size, repeats=1, warmup=False
+        )
+        progress(f"{task}: speed-up {record['speedup']:.2f}x")
+        comparisons.append(record)
+    return comparisons
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [x for x in cpuinfo.read_text().splitlines() if x.startswith("model name")]
+        model = names[0].split(":", 1)[1].strip() if names else ""
+    return {
+        "cpu": model or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def progress(message: str) -> None:
+    print(f"speed [{time.strftime('%H:%M:%S')}]: {message}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
