@@ -153,8 +153,8 @@ def test_output_folder_of_another_run(tiny_tasks, tmp_path, capsys):
     results = (tmp_path / "out" / "mine" / "results.json").read_bytes()
     code, err = _cli([*args, "--seed", "7"], capsys)
     assert code == 2 and "already holds a different run (differs in: seed)" in err
-    code, err = _cli(args, capsys)
-    assert code == 2 and "already holds this run, finished" in err
+    code, err = _cli(args, capsys)  # the same run again: its results, not a new run
+    assert code == 0 and "holds this run, finished" in err
     assert (tmp_path / "out" / "mine" / "results.json").read_bytes() == results  # untouched
 
 
@@ -172,8 +172,8 @@ def test_stray_folder_and_nothing_to_resume(tiny_tasks, tmp_path, capsys):
 def test_resume_by_run_dir_and_unfinished_run(tiny_tasks, tmp_path, capsys):
     args = _tiny(tiny_tasks, tmp_path, "--sequence", "tiny", "--run-id", "r")
     assert _cli([*args, "--stop-after", "1"], capsys)[0] == 0
-    code, err = _cli(args, capsys)
-    assert code == 2 and "unfinished; continue it with --resume" in err
+    code, err = _cli([*args, "--stop-after", "1"], capsys)
+    assert code == 0 and "continuing the unfinished run" in err
     code, err = _cli(["run", "--resume", str(tmp_path / "out" / "r"), "--seed", "3"], capsys)
     assert code == 2 and "give no other settings" in err
     code, _ = _cli(
