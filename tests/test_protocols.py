@@ -16,6 +16,7 @@ from clbench.data.protocol import apply_protocol, load_protocol, protocol_names
 from clbench.data.task import Task
 from clbench.errors import ClbenchError
 from clbench.evaluation import evaluate
+from clbench.leaderboard.build import build
 from clbench.leaderboard.submission import submit, validate_file
 from clbench.results.compare import comparable_groups
 from clbench.results.load import runs_frame
@@ -199,13 +200,18 @@ def test_a_submission_naming_an_unknown_protocol_is_refused(default_runs, tmp_pa
     assert "unknown protocol 'nope'" in "\n".join(validate_file(path).errors)
 
 
-def test_a_submission_mixing_protocols_is_refused(default_runs, tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def default_budget(tmp_path, monkeypatch) -> dict:
+    """The record of a user protocol that `default_runs` follow."""
     spec = {**PROTOCOL, "name": "default-budget", "sequences": ["default"], "seeds": [0, 1, 2]}
     spec["config"] = {"model": "tiny-random", "steps_per_task": 1, "max_test_examples": 8}
     write_protocol(tmp_path / "include", spec, "default-budget")
     monkeypatch.setenv("CLBENCH_INCLUDE_PATH", str(tmp_path / "include"))
-    record = load_protocol("default-budget").record()
-    path = _submission(default_runs, tmp_path, lambda run: run.update(protocol=record))
+    return load_protocol("default-budget").record()
+
+
+def test_a_submission_mixing_protocols_is_refused(default_runs, tmp_path, default_budget) -> None:
+    path = _submission(default_runs, tmp_path, lambda run: run.update(protocol=default_budget))
     assert validate_file(path).ok  # the runs follow its budget
     content = json.loads(path.read_text())
     content["runs"][0].pop("protocol")
@@ -256,3 +262,19 @@ def test_eval_mode_and_references_are_checked() -> None:
         RunConfig.from_dict({"eval_mode": "vote"})
     with pytest.raises(ClbenchError, match="'references'"):
         RunConfig.from_dict({"references": ""})
+
+
+def test_the_leaderboard_ranks_each_protocol_apart(default_runs, tmp_path, default_budget):
+    root = tmp_path / "lb"
+    submit([str(d) for d in default_runs], root, name="plain")
+    (path,) = submit([str(d) for d in default_runs], root, name="budgeted")
+    content = json.loads(path.read_text())
+    for run in content["runs"]:
+        run["protocol"] = default_budget
+    path.write_text(json.dumps(content))
+    build(root)
+    readme = (root / "README.md").read_text()
+    label = f"default [protocol default-budget v1 {default_budget['hash'][:8]}]"
+    assert "## default\n" in readme and f"## {label}\n" in readme
+    tables = readme.split("## ")[1:]
+    assert [("plain" in t, "budgeted" in t) for t in tables] == [(True, False), (False, True)]

@@ -31,7 +31,7 @@ def comparable_groups(
     Adds the columns `table_sequence`, `row` and `variant` (1, 2, ...).
     """
     frame = frame.copy()
-    frame["table_sequence"] = _table_sequence(frame, average_orders)
+    frame["table_sequence"] = table_sequence(frame, average_orders)
     frame["row"] = frame["method"]
     frame["variant"] = 1
     compared = [_data_column(average_orders), *COMPARED]
@@ -60,7 +60,7 @@ def comparable_groups(
     return frame, notes + _block_notes(frame, average_orders)
 
 
-def _table_sequence(frame: pd.DataFrame, average_orders: bool) -> pd.Series:
+def table_sequence(frame: pd.DataFrame, average_orders: bool) -> pd.Series:
     """The sequence (group) a run is tabled under, with its protocol when it has one."""
     sequence = frame["sequence_group" if average_orders else "sequence"]
     protocol = frame.get("protocol", "none")
