@@ -217,10 +217,17 @@ def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str
         option_ids = [encode_target(tokenizer, o) for o in data.options]
         room = args.max_length - max(len(ids) for ids in option_ids)
         contexts = [encode_prompt(tokenizer, e.prompt, room) for e in data.test]
+        lengths = [len(c) for c in contexts]
         entry: dict[str, Any] = {
             "examples": len(contexts),
             "options": len(option_ids),
             "options_longer_than_one_token": sum(len(ids) > 1 for ids in option_ids),
+            # Padding of the prompt batches alone, before (the data's order, as the bare loop
+            # batches) and after grouping by length (as clbench batches).
+            "prompt_padded_fraction": {
+                "data_order": padded_fraction(lengths, args.eval_batch_size),
+                "by_length": padded_fraction(sorted(lengths), args.eval_batch_size),
+            },
         }
         scores = {}
         for strategy in ("shared-cache", "one-pass"):
@@ -246,6 +253,13 @@ def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str
         entry["largest_log_likelihood_difference"] = float(difference)
         measured[name] = entry
     return measured
+
+
+def padded_fraction(lengths: list[int], batch_size: int) -> float:
+    """Padding's share of the positions of left-padded batches of `lengths`, in that order."""
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
+    positions = sum(max(batch) * len(batch) for batch in batches)
+    return 1 - sum(lengths) / positions
 
 
 def lm_eval_comparisons(loaded: LoadedModel, args: argparse.Namespace) -> list[dict[str, Any]]:
