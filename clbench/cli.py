@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     listing = commands.add_parser("list", help="list registered names")
-    listing.add_argument("what", choices=["tasks", "sequences", "methods", "models"])
+    listing.add_argument("what", choices=["tasks", "sequences", "protocols", "methods", "models"])
     listing.add_argument("--include-path", action="append", default=[], metavar="DIR")
     listing.set_defaults(handler=_list)
 
@@ -232,9 +232,9 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument(
         "--kind",
         default="heatmap",
-        metavar="{heatmap,curves,stages,bars,general}",
-        help="the matrix, task curves, AA_k/AIA_k by stage, metric bars, or the probes of "
-        "--probes after every stage (default: heatmap)",
+        metavar="{heatmap,curves,stages,bars,general,cost}",
+        help="the matrix, task curves, AA_k/AIA_k by stage, metric bars, the probes of "
+        "--probes after every stage, or AA against compute (default: heatmap)",
     )
     fig.add_argument("--out", required=True, metavar="FILE", help="a .pdf, .png or .svg file")
     fig.add_argument(
@@ -411,6 +411,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from clbench.data import registry
+    from clbench.data.protocol import load_protocol, protocol_names
     from clbench.methods import method_names
     from clbench.training.models import BUILTIN_MODELS
 
@@ -422,6 +423,10 @@ def _list(args: argparse.Namespace) -> int:
         for name, path in sorted(registry.sequence_names(include).items()):
             tasks = registry.load_sequence(name, include).tasks
             print(f"{name:24} {len(tasks):3} tasks  {Path(path).name}")
+    elif args.what == "protocols":
+        for name, path in sorted(protocol_names(include).items()):
+            protocol, where = load_protocol(name, include), os.path.relpath(path)
+            print(f"{name:16} v{protocol.version:<3} {protocol.status:12} {where}")
     elif args.what == "methods":
         for name, target in sorted(method_names().items()):
             print(f"{name:24} {target}")
@@ -453,6 +458,7 @@ def _report(args: argparse.Namespace) -> int:
             average_orders=args.average_orders,
             decimals=args.decimals,
             interval=args.interval,
+            results=None if args.format == "csv" else results,  # CSV: one table only
         )
     if args.examples is not None:
         text += "\n" + examples(results, args.examples)

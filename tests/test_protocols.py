@@ -278,3 +278,13 @@ def test_the_leaderboard_ranks_each_protocol_apart(default_runs, tmp_path, defau
     assert "## default\n" in readme and f"## {label}\n" in readme
     tables = readme.split("## ")[1:]
     assert [("plain" in t, "budgeted" in t) for t in tables] == [(True, False), (False, True)]
+
+
+def test_cli_lists_protocols_and_refuses_an_unknown_one(capsys) -> None:
+    from clbench.cli import main
+
+    assert main(["list", "protocols"]) == 0
+    listed = capsys.readouterr().out
+    assert "cpu-small" in listed and "provisional" in listed and "paper" in listed
+    assert main(["run", "--protocol", "nope", "--model", "tiny-random"]) == 2
+    assert "unknown protocol 'nope'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import yaml
 from clbench.config import RunConfig
 from clbench.data.protocol import apply_protocol
 from clbench.errors import ClbenchError
+from clbench.reporting.tables import report
 from clbench.training.references import attached_references, ensure_references
 from clbench.training.runner import run
 
@@ -30,6 +31,11 @@ def test_references_make_fwd_a_number(computed) -> None:
     assert len(single) == 3 and all(0.0 <= s <= 1.0 for s in single)
     expected = sum(matrix[j + 1][j] - single[j] for j in (1, 2)) / 2
     assert math.isclose(results["metrics"]["fwd"], expected)
+    lines = report([results]).splitlines()
+    header = next(line for line in lines if "(fwd)" in line).split("|")
+    row = next(line for line in lines if line.startswith(f"| {results['run_id']} ")).split("|")
+    column = next(i for i, cell in enumerate(header) if "(fwd)" in cell)
+    assert row[column].strip() == f"{100 * expected:.1f}"  # the report shows FWD, not n/a
     folder = Path(config.output) / "references"
     stored = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     assert sorted(s["key"]["task"] for s in stored) == ["t-food", "t-neg", "t-pos"]
