@@ -7,6 +7,7 @@ import pytest
 
 import clbench.training.runner
 from clbench.cli import main
+from clbench.data.registry import load_task
 from clbench.errors import ClbenchError
 from clbench.evaluation import predictions
 from clbench.evaluation.scorers import SCORERS
@@ -129,3 +130,16 @@ def test_the_predictions_block_is_checked(tiny_tasks, tiny_config):
     del content["predictions"]["files"][0][0]["sha256"]
     with pytest.raises(ResultsError, match=r"predictions.files\[0\]\[0\].sha256.*missing"):
         Results.from_json(content)
+
+
+def test_a_ranked_task_scored_by_generation_keeps_texts(tiny_tasks):
+    data = load_task(str(tiny_tasks / "t-pos.yaml")).load(max_test=2)
+    golds = [e.target.strip() for e in data.test]
+    samples = [{"prediction": golds[0]}, {"prediction": "maybe"}]
+    lines = predictions.records(data, samples, "generate")
+    assert [line["gold"] for line in lines] == golds
+    assert [line["score"] for line in lines] == [1.0, 0.0]
+    assert all("option" not in line and "option_scores" not in line for line in lines)
+    ranked = predictions.records(data, [{"prediction": e.label} for e in data.test])
+    assert [line["score"] for line in ranked] == [1.0, 1.0]
+    assert [line["gold_option"] for line in ranked] == [data.options[e.label] for e in data.test]
