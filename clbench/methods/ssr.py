@@ -19,7 +19,7 @@ from clbench.methods import Method, Stage
 
 # Closes every demonstration in an in-context prompt; a generated input ends where it appears.
 DELIMITER = "\n###\n"
-BASE_COPY = "; one frozen copy of the base model, unless --peft lora (adapters disabled)"
+DEMOS = "num_demos real training examples per task (in-context demonstrations)"
 
 
 class SSR(Method):
@@ -49,7 +49,8 @@ class SSR(Method):
 
     name = "ssr"
     needs_prompts = True
-    extra_memory = "num_demos real training examples per task (in-context demonstrations)"
+    # With the default `synthesizer: base`; `describe` leaves the copy out for "latest".
+    extra_memory = DEMOS + "; one frozen copy of the base model, unless --peft lora"
 
     @dataclass
     class Params:
@@ -84,7 +85,7 @@ class SSR(Method):
         return model
 
     def describe(self) -> dict[str, Any]:
-        memory = self.extra_memory + (BASE_COPY if self.params.synthesizer == "base" else "")
+        memory = self.extra_memory if self.params.synthesizer == "base" else DEMOS
         return {**super().describe(), "extra_memory": memory}
 
     @contextlib.contextmanager
