@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import write_task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,17 +105,6 @@ def _exits_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     assert err.startswith("clbench: error: ") and "Traceback" not in err
 
 
-VALID_TASK = {
-    "name": "fz",
-    "family": "text_classification",
-    "source": {
-        "generator": "review_question",
-        "args": {"question": "food", "train_size": 8, "test_size": 4},
-    },
-    "prompt": "{text}\nAnswer:",
-    "target": " {label}",
-    "labels": ["yes", "no"],
-}
 TASK_FIELDS = {
     "name": st.text(max_size=8),
     "family": st.sampled_from(["text_classification", "ner", "alignment", "nope"]),
@@ -135,10 +125,12 @@ def test_fuzzed_task_files(tmp_path, capsys):
     def check(path: Path) -> None:
         registry.load_task(str(path)).load(None, 8, 4)
 
-    seen = _fuzz(documents(VALID_TASK, TASK_FIELDS), check, tmp_path / "fz.yaml")
+    write_task(tmp_path, "fz", "food", train=8, test=4)
+    valid = yaml.safe_load((tmp_path / "fz.yaml").read_text())
+    seen = _fuzz(documents(valid, TASK_FIELDS), check, tmp_path / "fz.yaml")
     _report("task YAML", seen, capsys)
     # One broken file through the CLI, which loads a task file to export it.
-    (tmp_path / "fz.yaml").write_text(yaml.safe_dump({**VALID_TASK, "family": 3}))
+    (tmp_path / "fz.yaml").write_text(yaml.safe_dump({**valid, "family": 3}))
     _exits_2(["export-lm-eval", "--task", str(tmp_path / "fz.yaml"), "--out", "x"], capsys)
 
 
