@@ -43,12 +43,13 @@ def test_every_cell_is_recomputed_from_its_predictions(tiny_tasks, tiny_config):
     assert not list(run_dir.rglob(".*.jsonl*"))  # no temporary file left
 
 
-def test_no_predictions_keeps_none(tiny_tasks, tiny_config):
+def test_no_predictions_keeps_none(tiny_tasks, tiny_config, capsys):
     tiny_config.predictions = False
     run_dir = run(tiny_config, include=(str(tiny_tasks),))
     assert read_results(run_dir).predictions is None
     assert not (run_dir / "predictions").exists()
     assert main(["report", str(run_dir), "--examples", "2"]) == 2
+    assert "no predictions kept (made with --no-predictions" in capsys.readouterr().err
 
 
 def test_an_interrupted_row_leaves_whole_files_and_resume_completes_it(

@@ -144,7 +144,10 @@ def examples(runs: Sequence[Results], count: int) -> str:
     parts = []
     for run in runs:
         if run.predictions is None:
-            raise ClbenchError(f"{run.source}: no predictions kept (the run used --no-predictions)")
+            raise ClbenchError(
+                f"{run.source}: no predictions kept (made with --no-predictions, by a clbench "
+                "that did not keep them, or a leaderboard submission)"
+            )
         folder = Path(run.source).parent
         last = len(run.predictions.files) - 1
         parts.append(f"### examples of {run.run_id} after stage {last} (✗: wrong)")
