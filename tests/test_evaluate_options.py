@@ -124,7 +124,14 @@ def test_auto_runs_one_pass_from_the_named_number_of_longer_options(tiny):
 def test_one_pass_needs_an_attention_that_takes_a_mask(tiny, monkeypatch):
     monkeypatch.setattr(tiny.model.config, "_attn_implementation", "flash_attention_2")
     assert choose_strategy(tiny.model, [[1, 2], [3, 4]]) == "shared-cache"
-    with pytest.raises(ClbenchError, match=r"sdpa or eager attention.*flash_attention_2"):
+    with pytest.raises(ClbenchError, match=r"sdpa or eager attention.*'flash_attention_2'"):
+        choose_strategy(tiny.model, [[1, 2], [3, 4]], "one-pass")
+
+
+def test_one_pass_is_not_used_with_a_sliding_window(tiny, monkeypatch):
+    monkeypatch.setattr(tiny.model.config, "sliding_window", 16, raising=False)
+    assert choose_strategy(tiny.model, [[1, 2], [3, 4]]) == "shared-cache"
+    with pytest.raises(ClbenchError, match=r"no sliding window.*sliding window 16"):
         choose_strategy(tiny.model, [[1, 2], [3, 4]], "one-pass")
 
 

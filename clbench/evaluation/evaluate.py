@@ -332,12 +332,16 @@ def choose_strategy(
 ) -> str:
     """ "one-pass" or "shared-cache": the strategy asked for, or for "auto" one-pass when at
     least `ONE_PASS_MIN_LONGER_OPTIONS` options are longer than one token and the model's
-    attention takes a custom mask."""
-    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    maskable = attention in _MASKABLE_ATTENTION
+    attention takes a custom mask. A model with a sliding attention window never runs one
+    pass: the custom mask would replace the window's."""
+    config = getattr(model, "config", None)
+    attention = getattr(config, "_attn_implementation", None)
+    window = getattr(config, "sliding_window", None)
+    maskable = attention in _MASKABLE_ATTENTION and window is None
     if strategy == "one-pass" and not maskable:
         raise ClbenchError(
-            f"one-pass option scoring needs sdpa or eager attention; the model uses {attention!r}"
+            "one-pass option scoring needs sdpa or eager attention and no sliding window; the "
+            f"model uses {attention!r} attention and sliding window {window!r}"
         )
     if strategy != "auto":
         return strategy
