@@ -3,7 +3,7 @@
     <run folder>/predictions/row<k>/<task>.jsonl    one line per test example, in test order
 
 Each line holds the example's `index` in the task's test set, a `prompt_sha256` (the prompt
-itself would make a 4-task run of 200 test examples per task 3.0 MB instead of 0.7 MB), the
+itself would make a 4-task run of 200 test examples per task 3.5 MB instead of 1.2 MB), the
 `prediction` and the `gold` answer as the task's scorer takes them, the example's own `score`
 (the scorer applied to that example alone) and, for ranked tasks, every option's summed
 log-likelihood (`option_scores`). results.json's `predictions` block lists every file with its
