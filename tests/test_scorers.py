@@ -37,6 +37,7 @@ def test_registry_names() -> None:
         "chrf",
         "rouge_l",
         "preference_accuracy",
+        "bits_per_byte",
     }
 
 
@@ -51,6 +52,7 @@ VALID_INPUTS = {
     "chrf": (["the cat sat down", "a dog"], ["the cat sat down", "the dog"]),
     "rouge_l": (["the cat sat", "a dog"], ["the cat sat", "the dog"]),
     "preference_accuracy": ([(-1.0, -2.0), (-2.0, -1.0)], [None, None]),
+    "bits_per_byte": ([(3.0, 2, 5), (4.0, 3, 6)], [None, None]),
 }
 
 
@@ -59,7 +61,9 @@ def test_contract_primary_key_and_python_floats(name: str) -> None:
     scores = SCORERS[name](*VALID_INPUTS[name])
     assert name in scores
     assert all(type(value) is float for value in scores.values())
-    bounded = {k: v for k, v in scores.items() if k != "reward_margin_mean"}
+    # A margin of log-likelihoods and the losses of language modelling are not fractions.
+    unbounded = {"reward_margin_mean", "bits_per_byte", "perplexity", "loss"}
+    bounded = {k: v for k, v in scores.items() if k not in unbounded}
     assert all(0.0 <= value <= 1.0 for value in bounded.values())
 
 
