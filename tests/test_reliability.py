@@ -14,9 +14,9 @@ import pytest
 from clbench.cli import main
 from clbench.errors import ClbenchError
 from clbench.reporting.tables import report
-from clbench.results.io import read_json, read_results
+from clbench.results.io import CHECKPOINT_FILES, read_json, read_results
 from clbench.training import runner, train
-from clbench.training.checkpoints import sha256_file
+from clbench.training.checkpoints import restore, sha256_file
 from clbench.training.guard import LossError, diverged
 from clbench.training.lock import LOCK_NAME, RunLock
 from clbench.training.runner import run
@@ -308,3 +308,31 @@ def test_a_full_disk_during_the_results_write(tiny_tasks, tiny_config, monkeypat
     monkeypatch.setattr(runner, "train_task", None)  # every row is in state.json: no training
     run(tiny_config, include=include)
     assert _matrix(run_dir) == state["rows"]
+
+
+def test_a_fallback_restores_the_running_totals_of_its_stage(tmp_path):
+    entries = []
+    for stage in (1, 2):
+        folder = tmp_path / f"checkpoint-{stage}"
+        folder.mkdir()
+        for file in CHECKPOINT_FILES:
+            (folder / file).write_text(f"stage {stage}")
+        sha = {file: sha256_file(folder / file) for file in CHECKPOINT_FILES}
+        totals = {"cost": {"optimizer_steps": 3 * stage}}
+        entries.append({"name": folder.name, "stage": stage, "sha256": sha, "totals": totals})
+        entries[-1]["method_state"] = {"seen": stage}
+    state = {"rows": [[0], [1], [2]], "stages": [{}, {}, {}], "cost": {"optimizer_steps": 6}}
+    state |= {"checkpoints": entries, "checkpoint": "checkpoint-2", "method_state": {"seen": 2}}
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_text("damaged")
+    said = []
+    restored = restore(tmp_path, state, said.append)
+    assert restored["rows"] == [[0], [1]] and len(restored["stages"]) == 2
+    assert restored["cost"] == {"optimizer_steps": 3} and restored["method_state"] == {"seen": 1}
+    assert restored["checkpoint"] == "checkpoint-1" and len(said) == 1
+    (tmp_path / "checkpoint-1" / "model.safetensors").write_text("damaged")
+    with pytest.raises(ClbenchError, match="stage 1 is not intact either"):
+        restore(tmp_path, state, said.append)
+    # The first stage's checkpoint lost: back to the start, row 0 and its totals recomputed.
+    state |= {"checkpoints": entries[:1], "checkpoint": "checkpoint-1"}
+    restored = restore(tmp_path, state, said.append)
+    assert restored["rows"] == [] and "cost" not in restored and restored["checkpoint"] is None

@@ -13,6 +13,7 @@ ClbenchError names the file and the stage.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ from clbench.results.io import CHECKPOINT_FILES, save_checkpoint
 KEEP = 2  # the latest stage's checkpoint and the one before it
 # The per-stage lists of state.json, one entry per matrix row (row 0 included).
 _ROWS = ("rows", "scores", "stages", "probe_rows")
+# Running totals of state.json over the stages so far, kept with each checkpoint.
+_TOTALS = ("cost",)
 
 
 def sha256_file(path: Path) -> str:
@@ -52,6 +55,7 @@ def save(
         "stage": stage,
         "sha256": {file: sha256_file(run_dir / name / file) for file in CHECKPOINT_FILES},
         "method_state": {k: v for k, v in method_state.items() if k not in tensors},
+        "totals": {key: copy.deepcopy(state[key]) for key in _TOTALS if key in state},
     }
     state["checkpoints"] = [*state.get("checkpoints", [])[-(KEEP - 1) :], entry]
     state["checkpoint"] = name
@@ -96,9 +100,13 @@ def restore(run_dir: Path, state: dict[str, Any], say: Callable[[str], None]) ->
         f"clbench: warning: {where}; falling back to stage {previous} and training stage "
         f"{latest['stage']} again"
     )
-    state = {**state, **{key: state[key][: previous + 1] for key in _ROWS if key in state}}
+    # Back to stage 0 means from the start: row 0 is scored again, so the totals count it.
+    kept_rows = previous + 1 if fallback else 0
+    state = {**state, **{key: state[key][:kept_rows] for key in _ROWS if key in state}}
+    state = {key: value for key, value in state.items() if key not in _TOTALS}
     state["checkpoints"] = fallback
     state["checkpoint"] = fallback[0]["name"] if fallback else None
     if fallback:
         state["method_state"] = fallback[0]["method_state"]
+        state.update(copy.deepcopy(fallback[0].get("totals", {})))
     return state
