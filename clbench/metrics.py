@@ -102,6 +102,13 @@ def score_unit(score: str | None) -> tuple[float, str]:
     return SCORE_UNITS.get(score, (100.0, "%"))
 
 
+def metrics_unit(task_metrics: Sequence[str | None]) -> tuple[float, str]:
+    """The factor and unit of the metrics of a run whose tasks score `task_metrics`: a loss's
+    unit when every task is scored by it (the metrics are then negated losses), else percent."""
+    units = {score_unit(score) for score in task_metrics}
+    return units.pop() if len(units) == 1 else (100.0, "%")
+
+
 def _signs(task_metrics: Sequence[str | None] | None, n_tasks: int) -> np.ndarray:
     if task_metrics is None:
         return np.ones(n_tasks)

@@ -275,3 +275,18 @@ def test_a_mixed_sequence_pretrains_then_fine_tunes(tmp_path, tiny_tasks, method
     assert matrix[-1][0] > 1.0 and all(0.0 <= row[1] <= 1.0 for row in matrix)
     expected = metrics.compute(matrix, None, metrics_of)
     assert results["metrics"]["aa"] == pytest.approx(expected["aa"])
+
+
+def test_tables_and_leaderboard_show_losses_in_bits_per_byte():
+    assert metrics.metrics_unit(["bits_per_byte"] * 2) == (1.0, "bits/byte")
+    assert metrics.metrics_unit(["bits_per_byte", "accuracy"]) == (100.0, "%")
+    from clbench.leaderboard.build import readme
+
+    stat = {"mean": -1.23456, "std": 0.01, "n": 3}
+    entry = {"table": "cpt-en-de", "name": "x", "model": "m", "n": 3, "flags": []}
+    entry |= {"metrics": dict.fromkeys(metrics.METRIC_KEYS), "unit": "bits/byte"}
+    entry["metrics"]["aa"] = stat
+    page = readme([entry])
+    assert "-1.235 ± 0.010" in page and "Metrics in bits/byte" in page
+    percent = readme([entry | {"unit": "%", "table": "other"}])
+    assert "-123.5 ± 1.0" in percent and "Metrics in" not in percent
