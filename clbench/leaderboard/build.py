@@ -22,7 +22,7 @@ import pandas as pd
 from clbench import __version__
 from clbench.errors import ClbenchError
 from clbench.leaderboard.submission import Checked, validate_all
-from clbench.metrics import METRICS
+from clbench.metrics import METRICS, metrics_unit, score_unit
 from clbench.results import compare
 from clbench.results.io import write_text
 from clbench.results.load import runs_frame
@@ -105,6 +105,7 @@ def _entry(checked: Checked, root: Path) -> dict[str, Any]:
         "n": len(runs),
         "seeds": sorted({run.seed for run in runs}),
         "metrics": {key: _stat(stats.loc[key]) for key in METRICS},
+        **_units(first),
         "flags": checked.flags,
         "uses_task_id": bool(first.method.uses_task_id),
         "extra_memory": first.method.extra_memory,
@@ -120,6 +121,17 @@ def _entry(checked: Checked, root: Path) -> dict[str, Any]:
         },
         "matrices": _matrices(runs),
     }
+
+
+def _units(run: Results) -> dict[str, Any]:
+    """For a sequence with loss-based tasks (bits per byte), the unit of the entry's metrics
+    (the loss's, when every task is scored by it; else percent) and of each task's scores;
+    nothing for a sequence of fractions, shown in percent."""
+    scores = [task.metric for task in run.sequence.tasks]
+    units = [score_unit(score)[1] for score in scores]
+    if set(units) == {"%"}:
+        return {}
+    return {"unit": metrics_unit(scores)[1], "task_units": units}
 
 
 def _stat(row: pd.Series) -> dict[str, float | int] | None:
@@ -172,14 +184,21 @@ def readme(entries: list[dict[str, Any]]) -> str:
                     "rank": rank,
                     "name": _md(e["name"]),
                     "model": _md(e["model"]),
-                    **{METRICS[key].short: _cell(e["metrics"][key]) for key in shown},
+                    **{METRICS[key].short: _cell(e["metrics"][key], e) for key in shown},
                     "n": e["n"],
                     "flags": _md("; ".join(e["flags"])) or "",
                 }
                 for rank, e in enumerate(rows, 1)
             ]
         )
-        parts.append(f"## {_md(sequence)}\n\n{table.to_markdown(index=False)}\n")
+        units = sorted({e.get("unit", "%") for e in rows} - {"%"})
+        note = (
+            f"Metrics in {', '.join(units)}, computed on the negated losses, so each reads as it "
+            "does in percent (docs/metrics.md#direction).\n\n"
+            if units
+            else ""
+        )
+        parts.append(f"## {_md(sequence)}\n\n{note}{table.to_markdown(index=False)}\n")
     if not entries:
         parts.append("No submissions yet.\n")
     return "\n".join(parts)
@@ -189,11 +208,13 @@ def _md(text: str) -> str:
     return html.escape(text).replace("|", "&#124;")
 
 
-def _cell(stat: dict[str, Any] | None) -> str:
+def _cell(stat: dict[str, Any] | None, entry: dict[str, Any]) -> str:
     if stat is None:
         return "n/a"
-    mean = f"{100 * stat['mean']:.1f}"
-    return mean if stat["std"] is None else f"{mean} ± {100 * stat['std']:.1f}"
+    # Percent with one decimal; a loss (bits per byte) as it is, with three.
+    factor, decimals = (100, 1) if entry.get("unit", "%") == "%" else (1, 3)
+    mean = f"{factor * stat['mean']:.{decimals}f}"
+    return mean if stat["std"] is None else f"{mean} ± {factor * stat['std']:.{decimals}f}"
 
 
 # ---- the site ---------------------------------------------------------------------------------
