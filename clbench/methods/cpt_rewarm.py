@@ -24,6 +24,10 @@ class CPTRewarm(Replay):
     examples come from the reservoir of `replay` (`buffer_size` examples; the paper replays from
     the whole earlier dataset, the buffer bounds the memory).
 
+    With `replay_fraction` 0 it is re-warming and re-decaying alone. On language-modelling
+    stages the stored and replayed examples are packed token blocks; docs/continual-pretraining.md
+    runs the paper's strategies with it.
+
     No task identity at inference; extra memory: the replay buffer of stored examples.
     """
 
