@@ -98,7 +98,10 @@ def with_probes(run: dict[str, Any], names: tuple[str, ...] = ("arc_easy", "hell
 
 
 def runs_for(kind: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs with probe results for the `general` kind, which plots only those."""
+    """The runs with probe results for the `general` kind, which plots only those, and with a
+    made-up cost for the `cost` kind."""
+    if kind == "cost":
+        return [run | {"cost": {"train_tokens": 1000 * (run["seed"] + 1)}} for run in runs]
     return [with_probes(run) for run in runs] if kind == "general" else runs
 
 

@@ -48,7 +48,7 @@ class AGEM(Method):
         sample = self.rng.sample(self.memory, min(self.params.sample_size, len(self.memory)))
         # autograd.grad returns the gradients without accumulating them into .grad, so the
         # batch gradient stays as it is.
-        grads = torch.autograd.grad(stage.loss(sample), params, allow_unused=True)
+        grads = torch.autograd.grad(stage.loss(sample, backward=True), params, allow_unused=True)
         flat = _flatten(grads, params)
         return stage.accelerator.reduce(flat, "mean") if stage.accelerator is not None else flat
 

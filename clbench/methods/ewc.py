@@ -74,7 +74,7 @@ class EWC(Method):
         model.eval()  # no dropout in the estimate
         for example in examples:
             grads = torch.autograd.grad(
-                stage.loss([example]), [p for _, p in named], allow_unused=True
+                stage.loss([example], backward=True), [p for _, p in named], allow_unused=True
             )
             for (n, _), g in zip(named, grads, strict=True):
                 if g is not None:

@@ -70,4 +70,5 @@ class LwF(Method):
     def training_loss(self, loss: torch.Tensor, step: Step, stage: Stage) -> torch.Tensor:
         if not self.teacher or step.logits is None:
             return loss
+        stage.cost.extra_forward(step.inputs["attention_mask"])  # the teacher's pass
         return loss + self.distillation(stage.model, step)

@@ -32,6 +32,7 @@ class PromptTuning(Method):
 
     name = "prompt-tuning"
     uses_task_id = True
+    changes_model_before_training = True  # row 0 is scored with the first (random) prompt
     extra_memory = "a soft prompt per task (num_virtual_tokens x hidden size)"
 
     @dataclass

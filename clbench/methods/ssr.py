@@ -118,7 +118,7 @@ class SSR(Method):
         model.train(was_training)
 
     def _synthesize(self, task: str, stage: Stage, seed: int) -> list[Example]:
-        p, model, tokenizer, config = self.params, stage.model, stage.tokenizer, stage.config
+        p, model, tokenizer = self.params, stage.model, stage.tokenizer
         demos = [d for d in self.demos if d.task == task]
         contexts = [
             "".join(
@@ -130,7 +130,7 @@ class SSR(Method):
         sampling = {"do_sample": True, "temperature": p.temperature, "top_p": p.top_p}
         with self._synthesizer(model) as writer:
             texts = _generate(
-                writer, tokenizer, contexts, p.max_new_tokens, config, top_k=p.top_k, **sampling
+                writer, tokenizer, contexts, p.max_new_tokens, stage, top_k=p.top_k, **sampling
             )
         seen, inputs = {d.prompt.strip() for d in demos}, []
         for text in texts:
@@ -141,13 +141,13 @@ class SSR(Method):
         # Refinement: the latest model's own greedy answer becomes the target.
         spec = self.answers[task]
         outputs = _generate(
-            model, tokenizer, inputs, spec["max_new_tokens"], config, do_sample=False
+            model, tokenizer, inputs, spec["max_new_tokens"], stage, do_sample=False
         )
         pairs = [(x, _cut(y, spec["stop"])) for x, y in zip(inputs, outputs, strict=True)]
         pairs = [(x, y) for x, y in pairs if y.strip()]
         if not pairs:
             return []
-        embeddings = _embed(model, tokenizer, [x for x, _ in pairs], config)
+        embeddings = _embed(model, tokenizer, [x for x, _ in pairs], stage)
         keep = select(embeddings, p.num_synthetic, seed)
         return [Example(prompt=pairs[i][0], target=pairs[i][1], task=task) for i in keep]
 
@@ -196,9 +196,12 @@ def _batches(tokenizer, prompts: list[str], config, room: int, device) -> Iterat
         yield {k: v.to(device) for k, v in pad_left(ids, tokenizer.pad_token_id).items()}
 
 
-def _generate(model, tokenizer, prompts: list[str], new: int, config, **kwargs: Any) -> list[str]:
-    """At most `new` tokens after each prompt, decoded without special tokens."""
-    device, texts = next(model.parameters()).device, []
+def _generate(
+    model, tokenizer, prompts: list[str], new: int, stage: Stage, **kwargs: Any
+) -> list[str]:
+    """At most `new` tokens after each prompt, decoded without special tokens; counted in the
+    stage's cost."""
+    device, texts, config = next(model.parameters()).device, [], stage.config
     for batch in _batches(tokenizer, prompts, config, config.max_length - new, device):
         batch.pop("position_ids")  # generate() derives positions from the attention mask
         out = model.generate(
@@ -208,15 +211,18 @@ def _generate(model, tokenizer, prompts: list[str], new: int, config, **kwargs: 
             eos_token_id=tokenizer.eos_token_id,
             **kwargs,
         )
-        new_ids = out[:, batch["input_ids"].shape[1] :].tolist()
-        texts += [complete_text(tokenizer, ids) for ids in new_ids]  # as the evaluator decodes
+        new_ids = out[:, batch["input_ids"].shape[1] :]
+        stage.cost.generated(new_ids != tokenizer.pad_token_id)
+        # Decoded as the evaluator decodes.
+        texts += [complete_text(tokenizer, ids) for ids in new_ids.tolist()]
     return texts
 
 
-def _embed(model, tokenizer, prompts: list[str], config) -> np.ndarray:
+def _embed(model, tokenizer, prompts: list[str], stage: Stage) -> np.ndarray:
     """L2-normalised mean of the last hidden states over each prompt's tokens."""
     device, rows = next(model.parameters()).device, []
-    for batch in _batches(tokenizer, prompts, config, config.max_length, device):
+    for batch in _batches(tokenizer, prompts, stage.config, stage.config.max_length, device):
+        stage.cost.extra_forward(batch["attention_mask"])
         out = model(**batch, output_hidden_states=True, logits_to_keep=1, use_cache=False)
         mask = batch["attention_mask"].unsqueeze(-1)
         mean = (out.hidden_states[-1] * mask).sum(1) / mask.sum(1)

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps, rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from clbench.errors import ClbenchError, unknown_name
 from clbench.metrics import METRICS, score_unit
@@ -29,7 +30,7 @@ from clbench.results.stats import mean_ci
 
 Run = Results | Mapping[str, Any]  # Results, or results.json content
 
-KINDS = ("heatmap", "curves", "stages", "bars", "general")
+KINDS = ("heatmap", "curves", "stages", "bars", "general", "cost")
 WIDTHS = {"single": 3.5, "double": 7.0}  # inches: one or both columns of a two-column paper
 FORMATS = (".pdf", ".png", ".svg")
 # Okabe & Ito (2008), colour-blind safe; yellow, faint on white, comes last.
@@ -82,7 +83,8 @@ def plot(
         return {"curves": curves, "stages": stages}[kind](runs, width, style, highlight)
     if style != "auto" or highlight is not None:
         raise ClbenchError(f"--style and --highlight apply to curves and stages, not {kind}")
-    return {"heatmap": heatmap, "bars": bars, "general": general}[kind](runs, width)
+    kinds = {"heatmap": heatmap, "bars": bars, "general": general, "cost": cost}
+    return kinds[kind](runs, width)
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -440,6 +442,51 @@ def _missing_note(missing: np.ndarray, keys: Sequence[str], methods: list[str]) 
         if column.any()
     ]
     return "n/a: undefined (null): " + "; ".join(parts)
+
+
+COST_AXIS = "tokens processed (training + method)"
+
+
+def cost(runs: Sequence[Run], width: str = "single") -> Figure:
+    """AA against compute, one point per method: the mean over its runs with 95% CI error
+    bars on both axes. Compute is `cost.compute_tokens`: the tokens trained on, plus those of
+    the method's extra forward and backward passes and of the tokens it generated
+    (docs/results-schema.md#cost), on a log scale since methods differ by orders."""
+    runs = _results(runs)
+    _tasks(runs)
+    groups = _by_method(runs)
+    missing = [run.run_id for run in runs if run.cost is None or not run.cost.compute_tokens]
+    if missing:
+        raise ClbenchError(
+            f"runs without a cost block (made before clbench counted it): {', '.join(missing)}"
+        )
+    labels = [f"{method} ({_count(group)})" for method, group in groups.items()]
+    with rc_context(STYLE):
+        fig, [ax] = _panels(1, width, legend_entries=labels, height=2.2)
+        for i, (label, group) in enumerate(zip(labels, groups.values(), strict=True)):
+            values = np.array([[r.cost.compute_tokens, r.metric("aa") * 100] for r in group])
+            mean, low, high = mean_ci(values.astype(float))
+            spread = np.nan_to_num(np.stack([mean - low, high - mean]))  # one run: no bars
+            color, _ = _look(i)
+            marker = "osD^v<>P"[i // len(PALETTE) % 8]
+            ax.errorbar(
+                mean[0],
+                mean[1],
+                xerr=spread[:, :1],
+                yerr=spread[:, 1:],
+                fmt=marker,
+                color=color,
+                label=label,
+                capsize=1.5,
+                elinewidth=0.8,
+            )
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
+        ax.grid(axis="x", color="0.9", linewidth=0.5)
+        ax.set_xlabel(COST_AXIS)
+        ax.set_ylabel("AA (%)")
+        _legend(fig, ax, "method")
+    return fig
 
 
 # ---- reading runs ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from clbench.errors import ClbenchError, unknown_name
-from clbench.metrics import METRICS, score_unit
+from clbench.metrics import METRICS, metrics_unit, score_unit
 from clbench.results.compare import comparable_groups
 from clbench.results.load import reported_metrics, runs_frame
 from clbench.results.schema import Results, as_results
@@ -70,8 +70,7 @@ def metrics_frame(runs: Sequence[Results], metrics: Sequence[str]) -> pd.DataFra
 
 
 def _metrics_factor(run: Results) -> float:
-    factors = {score_unit(task.metric)[0] for task in run.sequence.tasks}
-    return factors.pop() if len(factors) == 1 else 100.0
+    return metrics_unit([task.metric for task in run.sequence.tasks])[0]
 
 
 def probe_frame(results: Results) -> pd.DataFrame:
@@ -130,7 +129,67 @@ def report(
             parts.append(f"{comment}general-ability probes (%)\n{blank}{probes}")
     metrics_table = render(metrics_frame(runs, metrics), fmt, decimals)
     parts.append(f"{comment}metrics ({_metrics_unit(runs)})\n{blank}{metrics_table}")
+    parts.append(cost_table(runs, [run.run_id for run in runs], fmt))
     return "\n\n".join(parts) + "\n"
+
+
+# ---- cost -------------------------------------------------------------------------------------
+
+# results.json's cost key -> (column, unit factor, decimals); docs/results-schema.md#cost
+COST_COLUMNS = {
+    "train_tokens": ("train tokens", 1, 0),
+    "optimizer_steps": ("steps", 1, 0),
+    "generated_tokens": ("generated", 1, 0),
+    "extra_forward_passes": ("extra fwd", 1, 0),
+    "extra_backward_passes": ("extra bwd", 1, 0),
+    "train_seconds": ("train s", 1, 1),
+    "eval_seconds": ("eval s", 1, 1),
+    "method_seconds": ("method s", 1, 1),
+    "peak_memory_mb": ("peak MB", 1, 0),
+    "method_state_bytes": ("state MB", 2**-20, 2),
+    "method_parameter_bytes": ("added MB", 2**-20, 2),
+}
+COST_NOTE = (
+    "cost: mean over the runs of each row; tokens without padding; extra fwd/bwd: forward and "
+    "backward passes beyond plain training; state: what the method keeps, added: parameters "
+    "it adds to the model (docs/results-schema.md#cost)"
+)
+
+
+def cost_frame(runs: Sequence[Results], labels: Sequence[str]) -> pd.DataFrame:
+    """The mean cost of the runs of each label (in order of first appearance), one column per
+    entry of COST_COLUMNS as text; n/a where no run of the label recorded it."""
+    values = pd.DataFrame(
+        [{key: getattr(run.cost, key, None) for key in COST_COLUMNS} for run in runs],
+        index=list(labels),
+        dtype=float,
+    )
+    means = values.groupby(level=0, sort=False).mean()
+    return pd.DataFrame(
+        {
+            name: means[key].map(
+                lambda v, f=factor, d=digits: NA if pd.isna(v) else f"{v * f:,.{d}f}"
+            )
+            for key, (name, factor, digits) in COST_COLUMNS.items()
+        },
+        index=means.index,
+    )
+
+
+def cost_table(runs: Sequence[Results], labels: Sequence[str], fmt: str, axis: str = "run") -> str:
+    """The cost of the runs grouped by `labels` (a run's id, or its table row: `axis`
+    "method"), with its note."""
+    comment = {"md": "### ", "latex": "% ", "csv": "# "}[fmt]
+    blank = "\n" if fmt == "md" else ""
+    frame = cost_frame(runs, labels).rename_axis(axis)
+    align = ["left", *["right"] * len(COST_COLUMNS)]
+    # Cells are text already: tabulate must not read "10.00" as a number and reformat it.
+    table = (
+        frame.to_markdown(disable_numparse=True, colalign=align)
+        if fmt == "md"
+        else render(frame, fmt)
+    )
+    return f"{comment}cost\n{blank}{table}\n{blank}{'' if fmt == 'md' else comment}{COST_NOTE}"
 
 
 def examples(runs: Sequence[Results], count: int) -> str:
@@ -165,10 +224,7 @@ def examples(runs: Sequence[Results], count: int) -> str:
 
 def _metrics_unit(runs: Sequence[Results]) -> str:
     """The unit of `metrics_frame`: percent, unless a run is scored by losses only."""
-    units = {
-        score_unit(run.sequence.tasks[0].metric)[1] if _metrics_factor(run) != 100 else "%"
-        for run in runs
-    }
+    units = {metrics_unit([task.metric for task in run.sequence.tasks])[1] for run in runs}
     if units == {"%"}:
         return "%"
     return "%; runs of loss-based tasks: " + ", ".join(sorted(units - {"%"})) + ", negated"
@@ -202,9 +258,11 @@ def tables(
     average_orders: bool = False,
     decimals: int = 1,
     interval: str = "std",
+    results: Sequence[Results] | None = None,
 ) -> str:
     """The comparison of many runs: a table per sequence and model, the tests, and notes;
-    `metrics` defaults to `reported_metrics`.
+    `metrics` defaults to `reported_metrics`. With `results` (the runs of `frame`, in its
+    order), Markdown and LaTeX end with the cost of each row, means without statistics.
 
     Cells are means in percent with the standard deviation (`interval="std"`) or the 95% CI
     (`"ci"`). CSV has every number instead: one line per table row and metric (and baseline).
@@ -224,9 +282,17 @@ def tables(
     if fmt == "csv":
         return _csv(summary, tests, legend + cautions, decimals)
     tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline)
-    if fmt == "latex":
-        return tabled.latex(legend, cautions)
-    return tabled.markdown(legend + cautions)
+    text = tabled.latex(legend, cautions) if fmt == "latex" else tabled.markdown(legend + cautions)
+    if results is None:
+        return text
+    blocks = grouped.groupby(["table_sequence", "model"], sort=True).groups.items()
+    costs = [
+        cost_table(
+            [results[i] for i in index], list(grouped.loc[index, "row"]), fmt, "method"
+        ).replace("cost", f"cost on {sequence}, {model}", 1)
+        for (sequence, model), index in blocks
+    ]
+    return text + "\n" + "\n\n".join(costs) + "\n"
 
 
 def _untested(grouped: pd.DataFrame, baseline: str) -> list[str]:

@@ -169,6 +169,47 @@ class ProtocolInfo(_Record):
 
 
 @dataclass(kw_only=True)
+class CostInfo(_Record):
+    """What the run cost (clbench.training.cost); tokens are non-pad tokens, summed over
+    processes."""
+
+    train_tokens: int | None = None
+    optimizer_steps: int | None = None
+    generated_tokens: int | None = None  # sampled by the method (pseudo-samples)
+    extra_forward_passes: int | None = None  # beyond plain training: teachers, references, ...
+    extra_forward_tokens: int | None = None
+    extra_backward_passes: int | None = None  # of those, the ones a gradient went through
+    extra_backward_tokens: int | None = None
+    train_seconds: float | None = None
+    eval_seconds: float | None = None
+    method_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    method_state_bytes: int | None = None  # kept by the method: buffers, Fisher, teacher, ...
+    method_parameter_bytes: int | None = None  # added to the model: adapters, prompts, blocks
+
+    @property
+    def compute_tokens(self) -> int | None:
+        """Tokens through the model in training and for the method: trained, extra forward
+        and backward, and generated."""
+        parts = (
+            self.train_tokens,
+            self.extra_forward_tokens,
+            self.extra_backward_tokens,
+            self.generated_tokens,
+        )
+        return None if self.train_tokens is None else sum(p or 0 for p in parts)
+
+
+@dataclass(kw_only=True)
+class Row0Info(_Record):
+    """Row 0 of the matrix taken from a sweep's shared cache rather than evaluated."""
+
+    reused: bool
+    key: str  # the hash of what row 0 depends on (clbench.sweep.row0)
+    source: str  # the run that evaluated it
+
+
+@dataclass(kw_only=True)
 class Results(_Record):
     """One finished run. Fields are in the order the runner writes them."""
 
@@ -195,6 +236,8 @@ class Results(_Record):
     # Stages whose training loss ended above clbench.training.guard.DIVERGENCE_FACTOR times
     # its first value; [] when none did, null in files written before the loss guard.
     diverged: list[int] | None = None
+    cost: CostInfo | None = None
+    row0: Row0Info | None = None  # set when row 0 was reused from a sweep's cache
     peak_memory: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     source: str = field(default="", metadata=_NOT_JSON, compare=False, repr=False)

@@ -6,6 +6,7 @@
     <sweep>/cells/<id>.lock         locked while the cell runs (its status "running")
     <sweep>/logs/<id>.log           the output of every attempt
     <sweep>/corrupt/<id>.<time>/    run folders whose results.json was corrupt, set aside
+    <sweep>/row0/<key>/             a row 0 shared by the cells that compute the same one
 
 A cell's status comes from these files alone, so any process that sees the folder (the
 driver, `--status`, a SLURM job or a Ray worker on another node) reads the same state.
@@ -61,6 +62,9 @@ class SweepFolder:
 
     def log(self, cell: str) -> Path:
         return self.root / "logs" / f"{cell}.log"
+
+    def row0(self) -> Path:
+        return self.root / "row0"  # shared rows 0 (clbench.sweep.row0)
 
     def record(self, cell: str) -> dict[str, Any]:
         path = self.attempts(cell)

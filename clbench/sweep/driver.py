@@ -168,6 +168,7 @@ def write_report(grid: Grid) -> list[Path]:
             average_orders=options.average_orders,
             decimals=options.decimals,
             interval=options.interval,
+            results=results,
         )
         write_text(grid.folder / name, text)
         written.append(grid.folder / name)
@@ -176,6 +177,7 @@ def write_report(grid: Grid) -> list[Path]:
         by_sequence.setdefault(run.sequence.name, []).append(run)
     for sequence, group in by_sequence.items():
         kinds = ["bars", "stages", "curves"] + (["general"] if all(r.probes for r in group) else [])
+        kinds += ["cost"] if all(r.cost for r in group) else []  # runs before cost was counted
         for kind in kinds:
             figure = plots.plot(group, kind, "double")
             name = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', sequence)}-{kind}.pdf"

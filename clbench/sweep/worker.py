@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = RunConfig.from_dict(spec["config"], origin=str(folder.spec(args.cell)))
         resume = (run_dir_of(config) / "config.json").exists()
-        run(config, resume=resume, include=tuple(spec["include"]))
+        # Row 0 is shared between the cells that would compute the same (clbench.sweep.row0).
+        run(config, resume=resume, include=tuple(spec["include"]), row0_cache=folder.row0())
     except Exception as err:
         if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one report
             report = {

@@ -50,6 +50,7 @@ from clbench.results.io import (
 )
 from clbench.results.schema import SCHEMA_VERSION, Results
 from clbench.training import checkpoints, guard
+from clbench.training.cost import Cost, cost_block, parameter_bytes, record_stage
 from clbench.training.lock import LOCK_NAME, RunLock
 from clbench.training.models import LoadedModel, apply_lora, load_model
 from clbench.training.references import attached_references
@@ -62,12 +63,14 @@ def run(
     include: tuple[str, ...] = (),
     stop_after: int | None = None,
     fresh: bool = False,
+    row0_cache: Path | None = None,
 ) -> Path:
     """Run `config`, or continue it where its folder holds it unfinished; returns the run
     folder. A finished run is left as it is; `fresh` deletes the run's files and starts over.
     `resume` only insists that there is a run to continue (docs/reliability.md).
 
     `stop_after` ends this invocation after that many stages, leaving a resumable run.
+    `row0_cache` is a sweep's folder of shared rows 0 (clbench.sweep.row0).
     """
     config = apply_protocol(config, include)
     accelerator = _accelerator(config)
@@ -82,6 +85,7 @@ def run(
         "single_task": attached_references(config, include),
     }
     setup = _prepare(config, include)  # every input is checked before any file is written
+    setup.row0_cache = row0_cache
     with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
         if fresh and accelerator.is_main_process:
             _clear(run_dir)
@@ -106,6 +110,7 @@ def _run_stages(
     if state["checkpoint"]:
         tensors = load_method_tensors(run_dir, state["checkpoint"])
         method.load_state_dict({**state["method_state"], **tensors})
+    base_bytes = parameter_bytes(setup.loaded.model)  # what the method adds is its cost
     model = method.wrap_model(setup.loaded.model).to(accelerator.device)
     check_model(setup.probes, model)
     if accelerator.is_main_process and not (run_dir / "config.json").exists():
@@ -117,14 +122,13 @@ def _run_stages(
     setup.loaded.model = model
 
     if not state["rows"]:  # row 0: the model before any continual training
-        scores, seconds = _evaluate_all(
-            setup.loaded, method, tasks, config, accelerator, "before training", run_dir, 0
-        )
+        scores, seconds, state["row0"] = _row0(setup, config, accelerator, run_dir)
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
         state["stages"].append(
             {"stage": 0, "train_seconds": 0.0, "eval_seconds": seconds, **probe_seconds}
         )
+        record_stage(state, Cost(eval_seconds=seconds), method, model, base_bytes, accelerator)
         _save_progress(run_dir, state, model, method, accelerator, stage=0)
 
     first = len(state["rows"])
@@ -132,17 +136,21 @@ def _run_stages(
     for k in range(first, last + 1):
         data = tasks[k - 1]
         set_seed(config.seed + k)  # each stage reproducible on its own, so resume is exact
-        stage = Stage(k, data, model, config.seed, tokenizer, config, accelerator)
-        method.before_task(stage)
+        stage = Stage(k, data, model, config.seed, tokenizer, config, accelerator, Cost())
+        with stage.cost.method_time():
+            method.before_task(stage)
         started = time.perf_counter()
         # Prepared afresh each stage: `before_task` may have added parameters.
         desc = f"stage {k}/{len(tasks)} train {data.task.name}"
         training = train_task(accelerator.prepare(model), stage, method, accelerator, desc)
         train_seconds = time.perf_counter() - started
-        method.after_task(stage)
+        with stage.cost.method_time():
+            method.after_task(stage)
         scores, eval_seconds = _evaluate_all(
             setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}", run_dir, k
         )
+        stage.cost.eval_seconds = eval_seconds
+        record_stage(state, stage.cost, method, model, base_bytes, accelerator)
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
         state["stages"].append(
@@ -172,6 +180,7 @@ class _Setup:
     loaded: LoadedModel
     sequence_name: str
     probes: list[Probe]
+    row0_cache: Path | None = None
 
 
 def _prepare(config: RunConfig, include: tuple[str, ...]) -> _Setup:
@@ -339,6 +348,24 @@ def _evaluate_all(
     return scores, time.perf_counter() - started
 
 
+def _row0(
+    setup: _Setup, config: RunConfig, accelerator: Accelerator, run_dir: Path
+) -> tuple[list[dict[str, float]], float, dict[str, Any] | None]:
+    """Row 0's scores and seconds, and its `row0` record when a sweep's cache gave it."""
+
+    def evaluate() -> tuple[list[dict[str, float]], float]:
+        loaded, method, tasks = setup.loaded, setup.method, setup.tasks
+        return _evaluate_all(loaded, method, tasks, config, accelerator, "before training", run_dir)
+
+    shareable = not setup.method.changes_model_before_training and accelerator.num_processes == 1
+    if setup.row0_cache is None or not shareable:
+        return (*evaluate(), None)
+    from clbench.sweep.row0 import row0_key, shared_row0
+
+    key = row0_key(config, setup.tasks, setup.loaded.info)
+    return shared_row0(setup.row0_cache, key, run_dir, evaluate)
+
+
 def _probe_row(
     state: dict, setup: _Setup, accelerator: Accelerator, config: RunConfig
 ) -> dict[str, float]:
@@ -451,6 +478,8 @@ def _results(
         "curves": metrics.curves(matrix, single_task, task_metrics),
         "timings": {"stages": state["stages"]},
         "diverged": guard.diverged(state["stages"]),
+        "cost": cost_block(state),
+        "row0": state.get("row0"),
         "peak_memory": state["peak_memory"],
         "environment": environment(
             str(accelerator.device), accelerator.num_processes, accelerator.mixed_precision

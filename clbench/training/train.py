@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Iterator
 
 import torch
@@ -41,6 +42,7 @@ def train_task(
     returns the steps done, the first and last loss and the share of padding in the batches'
     tokens. A loss that is not finite raises a LossError (clbench.training.guard)."""
     config = stage.config
+    started, method_seconds = time.perf_counter(), stage.cost.method_seconds
     sampler = LengthGroupedSampler(
         [_length(e) for e in stage.data.train], config.batch_size, stage.seed * 1000 + stage.index
     )
@@ -62,12 +64,14 @@ def train_task(
     bar = tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process)
     while done < steps:
         for batch in loader:
-            batch = method.training_batch(batch, stage)
+            with stage.cost.method_time():
+                batch = method.training_batch(batch, stage)
             with accelerator.accumulate(model):
                 loss = _loss(model, reference, batch, stage, method, done, padding)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    method.after_backward(stage)
+                    with stage.cost.method_time():
+                        method.after_backward(stage)
                 optimizer.step()
                 optimizer.zero_grad()
             if accelerator.sync_gradients:
@@ -82,6 +86,10 @@ def train_task(
                     break
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
+    stage.cost.optimizer_steps += done
+    # Time in the method's hooks is the method's (stage.cost.method_seconds), not training's.
+    spent_in_method = stage.cost.method_seconds - method_seconds
+    stage.cost.train_seconds += time.perf_counter() - started - spent_in_method
     return {
         "steps": done,
         "first_loss": first_loss,
@@ -159,6 +167,7 @@ def _loss(
     # the same number of passes of the wrapped model, whatever its batch holds.
     inputs = _inputs(stage, plain + _with_rejected(pairs), next(stage.model.parameters()).device)
     padding.add(inputs["attention_mask"])
+    stage.cost.trained(inputs["attention_mask"])
     sft, dpo = target_logits(model, inputs, prepended_positions(stage.model)).split(len(plain))
     parts, step = [], Step(done, plain, None, None)
     if plain:
@@ -171,7 +180,8 @@ def _loss(
         ref = torch.stack([reference[_pair_key(e)] for e in pairs]).to(policy.device)
         parts.append((n, dpo_loss(policy[:n], policy[n:], ref[:, 0], ref[:, 1], task.beta)))
     loss = sum(count * value for count, value in parts) / sum(count for count, _ in parts)
-    return method.training_loss(loss, step, stage)
+    with stage.cost.method_time():
+        return method.training_loss(loss, step, stage)
 
 
 def _inputs(stage: Stage, examples: list[Example], device: torch.device) -> dict:
@@ -225,6 +235,7 @@ def reference_logprobs(stage: Stage, pairs: list[Example]) -> dict[PairKey, torc
     for start in range(0, len(pairs), size):
         chunk = pairs[start : start + size]
         inputs = _inputs(stage, _with_rejected(chunk), device)
+        stage.cost.extra_forward(inputs["attention_mask"])
         logprobs = sequence_logprobs(model, inputs, prepended)
         for i, example in enumerate(chunk):
             table[_pair_key(example)] = logprobs[[i, len(chunk) + i]]
