@@ -109,3 +109,26 @@ def test_the_cost_plot_refuses_runs_without_a_cost_block(tiny_config, tiny_tasks
     del results["cost"]
     with pytest.raises(ClbenchError, match="without a cost block"):
         plot([results], "cost")
+
+
+def test_a_resumed_run_counts_what_an_uninterrupted_one_does(tiny_config, tiny_tasks, tmp_path):
+    from clbench.training.cost import COUNTERS
+
+    include = (str(tiny_tasks),)
+    config = dataclasses.replace(tiny_config, method="ewc", method_args={"fisher_examples": 2})
+    run(config, include=include, stop_after=1)
+    resumed = json.loads((run(config, include=include) / "results.json").read_text())["cost"]
+    whole = _run(
+        dataclasses.replace(config, output=str(tmp_path / "whole")),
+        tiny_tasks,
+        "ewc",
+        fisher_examples=2,
+    )
+    assert {k: resumed[k] for k in COUNTERS} == {k: whole["cost"][k] for k in COUNTERS}
+    assert resumed["method_state_bytes"] == whole["cost"]["method_state_bytes"] > 0
+
+
+def test_agem_counts_a_reference_gradient_on_every_later_step(tiny_config, tiny_tasks):
+    cost = _run(tiny_config, tiny_tasks, "agem", memory_per_task=4, sample_size=2)["cost"]
+    assert cost["extra_forward_passes"] == cost["extra_backward_passes"]
+    assert cost["extra_backward_passes"] == 2 * tiny_config.steps_per_task
