@@ -154,7 +154,7 @@ def test_local_pool(grid_file, uninterrupted, cell_env, tmp_path):
     report = write_report(load_grid(grid_file, {"output": output}))
     assert [p.name for p in report[:2]] == ["report.md", "report.tex"]
     assert "PausingSeqFT" in report[0].read_text() or "pausing" in report[0].read_text().lower()
-    assert {p.suffix for p in report[2:]} == {".pdf"} and len(report) == 5
+    assert {p.suffix for p in report[2:]} == {".pdf"} and len(report) == 6  # cost too
 
 
 def test_submitit_local_executor(grid_file, uninterrupted, cell_env, tmp_path):
