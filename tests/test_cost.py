@@ -132,3 +132,12 @@ def test_agem_counts_a_reference_gradient_on_every_later_step(tiny_config, tiny_
     cost = _run(tiny_config, tiny_tasks, "agem", memory_per_task=4, sample_size=2)["cost"]
     assert cost["extra_forward_passes"] == cost["extra_backward_passes"]
     assert cost["extra_backward_passes"] == 2 * tiny_config.steps_per_task
+
+
+def test_ssr_counts_its_synthetic_samples_and_its_frozen_base_copy(tiny_config, tiny_tasks):
+    args = {"num_candidates": 4, "num_synthetic": 2, "max_new_tokens": 8}
+    results = _run(tiny_config, tiny_tasks, "ssr", **args)
+    cost = results["cost"]
+    assert cost["generated_tokens"] > 0 and cost["extra_forward_passes"] > 0  # the embeddings
+    assert cost["extra_backward_passes"] == 0
+    assert cost["method_state_bytes"] > results["model"]["parameters"] * 4  # the base copy
