@@ -12,7 +12,8 @@ import yaml
 
 from clbench.config import RunConfig
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 # The data mirror tests read: $CLBENCH_DATA_DIR, else the shared folder beside the checkout.
 MIRROR = Path(os.environ.get("CLBENCH_DATA_DIR") or SHARED_DATA)
 

@@ -6,9 +6,9 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 import clbench.cli
 import clbench.training.runner
@@ -17,7 +17,7 @@ from clbench.config import RunConfig, build_dataclass
 
 FIELDS = dataclasses.fields(RunConfig)
 HINTS = typing.get_type_hints(RunConfig)
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+DOCS = REPO / "docs" / "cli.md"
 
 
 def _flag(item: dataclasses.Field) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from clbench import metrics
 from clbench.leaderboard.build import build, leaderboard_entries, site_data
@@ -17,8 +18,6 @@ from clbench.metrics import METRICS, Metric, Scores
 from clbench.reporting import plots
 from clbench.reporting.tables import parse_metrics, report, tables
 from clbench.results.load import load_runs, read_runs, reported_metrics
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def slug(heading: str) -> str:

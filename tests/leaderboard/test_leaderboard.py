@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
@@ -13,7 +13,6 @@ from clbench.leaderboard.build import build, leaderboard_entries
 from clbench.leaderboard.submission import submit
 
 XSS = "<script>alert(1)</script>"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from accelerate import Accelerator
+from conftest import SHARED_DATA
 
 from clbench.data.registry import load_sequence, load_task, task_names
 from clbench.evaluation.evaluate import evaluate_task
@@ -13,9 +14,7 @@ from clbench.results.io import load_results
 from clbench.training.models import load_model
 from clbench.training.runner import run
 
-MIRROR = Path(
-    os.environ.get("CLBENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+MIRROR = Path(os.environ.get("CLBENCH_DATA_DIR") or SHARED_DATA)
 pytestmark = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no data mirror at {MIRROR}")
 
 MIRRORED = sorted(p.parent.name for p in MIRROR.glob("*/*/train.jsonl")) if MIRROR.is_dir() else []

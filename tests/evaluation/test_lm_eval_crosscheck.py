@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from conftest import SHARED_DATA
 
 from clbench.cli import main
 from clbench.data import registry
@@ -21,8 +22,6 @@ from clbench.reporting.lm_eval_export import export
 from clbench.training.models import load_model
 
 pytest.importorskip("lm_eval")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def lm_eval_samples(model, tokenizer, folder: Path, task: str) -> list[dict]:

@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from clbench.data.synthetic import GENERATORS
 
-TASKS = Path(__file__).resolve().parents[1] / "tasks"
+TASKS = REPO / "tasks"
 FAMILY = {
     "review_question": "text_classification",
     "ner_sentences": "ner",

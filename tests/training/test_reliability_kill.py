@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from clbench.config import RunConfig
 from clbench.results import io
@@ -91,6 +92,9 @@ def _killed_run(config: RunConfig, include: tuple[str, ...], kind: str, n: int) 
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
+        # The parent's OpenMP pool does not survive fork, and a parallel region would wait on
+        # it forever; with one thread torch runs no parallel region.
+        torch.set_num_threads(1)
         try:
             with pytest.MonkeyPatch.context() as monkeypatch:
                 _arm(kind, n, monkeypatch)
@@ -168,6 +172,7 @@ def test_a_preempted_run_exits_75_and_the_same_command_continues_it(
 ):
     number = signal.SIGTERM
     include = (str(tiny_tasks),)
+    tiny_config.steps_per_task = 40  # stage 1 outlasts the signal's delivery on a loaded machine
     tiny_config.output = str(tmp_path / "reference")
     run(tiny_config, include=include)
     reference = _outcome(tiny_config)

@@ -1,6 +1,6 @@
 """Grid files: expansion to cells, ids, every input error before a cell starts; cell status
 from the folder, retries and failure records, the driver and the command line, without
-running a model (tests/test_sweep_backends.py runs real cells)."""
+running a model (tests/sweep/test_sweep_backends.py runs real cells)."""
 
 import importlib.util
 import json

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from clbench.cli import main
 from clbench.data.registry import load_task
 from clbench.methods import Stage, Step, create_method
 from clbench.results.io import load_results
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = REPO / "docs"
 
 
 @pytest.fixture

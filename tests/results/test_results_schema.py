@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 
 from clbench.errors import ClbenchError
 from clbench.results.io import load_results, read_results
 from clbench.results.load import load_results_file
 from clbench.results.schema import SCHEMA_VERSION, Results, ResultsError
 
-REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "leaderboard" / "submissions" / "standard-cl" / "replay-lora__smollm2-135m.json"
 
 
