@@ -41,7 +41,7 @@ def workload_args(workload: str, folder: Path, args: argparse.Namespace) -> list
     budget = {
         "--sequence": "dpo-bench",
         "--include-path": str(folder),
-        "--data-dir": args.data_dir,
+        "--data-dir": str(Path(args.data_dir).resolve()),  # each side runs in its own folder
         "--steps-per-task": str(args.steps),
         "--batch-size": "8",
         "--lr": "1e-4",
@@ -56,6 +56,7 @@ def workload_args(workload: str, folder: Path, args: argparse.Namespace) -> list
 
 def run_side(source: Path, extra: list[str], output: Path, threads: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": str(threads)}
+    env["HF_HUB_OFFLINE"] = "1"  # the data comes from the mirror; never wait on the network
     command = [sys.executable, "-m", "clbench.cli", "run", *extra, "--output", str(output)]
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=source, check=True, stdout=subprocess.DEVNULL)

@@ -86,11 +86,19 @@ def run(
     }
     setup = _prepare(config, include)  # every input is checked before any file is written
     setup.row0_cache = row0_cache
-    with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
-        if fresh and accelerator.is_main_process:
-            _clear(run_dir)
-        accelerator.wait_for_everyone()
-        return _run_stages(config, setup, run_dir, accelerator, stop_after, recorded)
+    # The shallowest folder of the run's path that this call would create, if any.
+    new = next((p for p in [*reversed(run_dir.parents), run_dir] if not p.exists()), None)
+    try:
+        with RunLock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+            if fresh and accelerator.is_main_process:
+                _clear(run_dir)
+            accelerator.wait_for_everyone()
+            return _run_stages(config, setup, run_dir, accelerator, stop_after, recorded)
+    except BaseException:
+        # The lock made the folder; a run refused before its config was written leaves none.
+        if new and accelerator.is_main_process and not (run_dir / "config.json").exists():
+            shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def _run_stages(

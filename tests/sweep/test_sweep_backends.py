@@ -92,8 +92,10 @@ def uninterrupted(grid_file: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def cell_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The cells' processes find `PausingSeqFT` and pause once in `tmp_path`."""
-    here = str(Path(__file__).parent)
-    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    here = Path(__file__).parent  # this module, and the conftest it imports from tests/
+    path = os.pathsep.join(
+        filter(None, [str(here), str(here.parent), os.environ.get("PYTHONPATH")])
+    )
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setenv(PAUSE_ENV, str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
