@@ -56,8 +56,10 @@ def site_data() -> dict[str, Any]:
             "paper": None,
             "code": None,
             "details": {"budget": {"steps_per_task": 6, "lr": 0.001}, "clbench version": "0.1.0"},
+            "protocol": "none",
         }
         base |= fields
+        base["table"] = base["sequence"]  # a table per (sequence, protocol); one protocol here
         base["submission"] = f"submissions/{base['id']}.json"
         return base
 
@@ -371,7 +373,8 @@ def test_details_view_and_screenshots(page, tmp_path: Path):
 
 
 def test_untrusted_text_is_never_run(page, index: Path, problems: list[str]):
-    template = (resources.files("clbench") / "site" / "index.html").read_text(encoding="utf-8")
+    site = resources.files("clbench.leaderboard") / "site"
+    template = (site / "index.html").read_text(encoding="utf-8")
     scripts = template.count("<script")
     assert page.evaluate('document.querySelectorAll("script").length') == scripts
     assert XSS in page.locator("#leaderboard").inner_text()
