@@ -109,6 +109,36 @@ def aggregate_grouped(grouped: pd.DataFrame, metrics: Sequence[str]) -> pd.DataF
     return pd.DataFrame(records, columns=SUMMARY_COLUMNS)
 
 
+SPREAD_COLUMNS = ["sequence", "model", "row", "metric", "n_orders", "std_seeds", "std_orders"]
+
+
+def order_spread(grouped: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Per table row and metric of runs averaged over task orders, the spread over seeds apart
+    from the spread over orders: `std_seeds`, the standard deviation over seeds within an order
+    pooled over the orders (the root of the within-order variances, ddof=1, averaged with
+    weights n_order - 1), and `std_orders`, the standard deviation (ddof=1) of the order means.
+    NaN where no order has 2 runs, or fewer than 2 orders have runs."""
+    records = []
+    for (sequence, model, row), runs in grouped.groupby(ROW_KEYS, sort=True):
+        for metric in metrics:
+            values = runs[metric].dropna()
+            by_order = values.groupby(runs.loc[values.index, "order"].fillna(0))
+            dof = by_order.count() - 1
+            squares = (by_order.var(ddof=1).fillna(0) * dof).sum()
+            records.append(
+                {
+                    "sequence": sequence,
+                    "model": model,
+                    "row": row,
+                    "metric": metric,
+                    "n_orders": by_order.ngroups,
+                    "std_seeds": math.sqrt(squares / dof.sum()) if dof.sum() > 0 else math.nan,
+                    "std_orders": by_order.mean().std(ddof=1),
+                }
+            )
+    return pd.DataFrame(records, columns=SPREAD_COLUMNS)
+
+
 def two_sample_test(
     x: Sequence[float], y: Sequence[float], paired: bool
 ) -> tuple[str, float, float]:
