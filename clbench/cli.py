@@ -220,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also show N (prediction, gold) pairs per task after the last stage, ✗ if wrong",
     )
+    rep.add_argument(
+        "--power",
+        action="store_true",
+        help="check the power criteria of the runs' protocol on its seq-ft, replay and joint "
+        "runs of one task order; prints PASS or FAIL per criterion",
+    )
     rep.set_defaults(handler=_report)
 
     fig = commands.add_parser("plot", help="a paper figure of runs (PDF, PNG or SVG)")
@@ -443,6 +449,8 @@ def _report(args: argparse.Namespace) -> int:
     from clbench.results.load import read_runs, reported_metrics, runs_frame
 
     results = recompute_metrics(read_runs(args.runs))
+    if args.power:
+        return _power(results, args)
     runs = runs_frame(results)
     metrics = reported_metrics(runs)
     if args.metrics is not None:
@@ -463,6 +471,20 @@ def _report(args: argparse.Namespace) -> int:
     if args.examples is not None:
         text += "\n" + examples(results, args.examples)
     print(text, end="")
+    return 0
+
+
+def _power(results: list, args: argparse.Namespace) -> int:
+    """`report --power`: exit code 0 whether the criteria hold or not; the table says which."""
+    from clbench.reporting.tables import power_table
+    from clbench.results.power import check_power, protocol_of
+
+    options = {"--baseline": args.baseline, "--metrics": args.metrics}
+    options |= {"--average-orders": args.average_orders, "--examples": args.examples}
+    given = [flag for flag, value in options.items() if value]
+    if given:
+        raise ClbenchError(f"--power has fixed criteria on one order; drop {', '.join(given)}")
+    print(power_table(check_power(results, protocol_of(results)), args.format), end="")
     return 0
 
 

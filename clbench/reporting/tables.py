@@ -18,6 +18,7 @@ from clbench.errors import ClbenchError, unknown_name
 from clbench.metrics import METRICS, metrics_unit, score_unit
 from clbench.results.compare import comparable_groups
 from clbench.results.load import reported_metrics, runs_frame
+from clbench.results.power import Criterion
 from clbench.results.schema import Results, as_results
 from clbench.results.stats import (
     ALPHA,
@@ -244,6 +245,32 @@ def parse_metrics(text: str) -> tuple[str, ...]:
         if name not in METRICS:
             raise unknown_name("metric", name, METRICS)
     return names
+
+
+# ---- a protocol's power -----------------------------------------------------------------------
+
+
+def power_table(criteria: Sequence[Criterion], fmt: str = "md") -> str:
+    """The power criteria (`clbench.results.power.check_power`): one line each with what was
+    measured and PASS or FAIL, then a line naming those that fail."""
+    frame = pd.DataFrame(
+        {
+            "criterion": [c.name for c in criteria],
+            "requires": [c.requirement for c in criteria],
+            "measured": [c.measured for c in criteria],
+            "result": ["PASS" if c.passed else "FAIL" for c in criteria],
+        }
+    )
+    failed = [c.name for c in criteria if not c.passed]
+    verdict = f"FAIL: {'; '.join(failed)}" if failed else f"all {len(criteria)} criteria hold"
+    if fmt == "md":
+        return f"{frame.to_markdown(index=False)}\n\n{verdict}\n"
+    if fmt == "latex":
+        rows = [[_latex_text(cell) for cell in line] for line in frame.itertuples(index=False)]
+        header = ["Criterion", "Requires", "Measured", "Result"]
+        table = _booktabs(_latex_text(f"Power criteria. {verdict}."), "llll", header, rows)
+        return table + "\n"
+    return frame.to_csv(index=False) + f"# {verdict}\n"
 
 
 # ---- tables -----------------------------------------------------------------------------------
