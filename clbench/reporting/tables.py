@@ -28,11 +28,12 @@ from clbench.results.stats import (
     NA,
     ROW_KEYS,
     aggregate_grouped,
+    order_spread,
     significance_grouped,
 )
 
 FORMATS = ("md", "latex", "csv")
-PERCENT_COLUMNS = ("mean", "std", "ci_low", "ci_high", "mean_diff")
+PERCENT_COLUMNS = ("mean", "std", "std_seeds", "std_orders", "ci_low", "ci_high", "mean_diff")
 TEST_NAMES = {
     "wilcoxon": "Wilcoxon signed-rank (paired, n >= 6)",
     "paired t": "paired t-test (paired, n < 6)",
@@ -302,13 +303,14 @@ def tables(
     grouped, cautions = comparable_groups(frame, average_orders)
     metrics = reported_metrics(frame) if metrics is None else metrics
     summary = aggregate_grouped(grouped, metrics)
+    spread = order_spread(grouped, metrics) if average_orders else None
     tests = significance_grouped(grouped, baseline, metrics) if baseline else None
     if tests is not None:
         cautions += _untested(grouped, baseline)
     legend = _legend(summary, tests, baseline, interval, average_orders, fmt)
     if fmt == "csv":
-        return _csv(summary, tests, legend + cautions, decimals)
-    tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline)
+        return _csv(summary, spread, tests, legend + cautions, decimals)
+    tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline, spread)
     text = tabled.latex(legend, cautions) if fmt == "latex" else tabled.markdown(legend + cautions)
     if results is None:
         return text
@@ -352,6 +354,7 @@ def _legend(
         )
     if average_orders:
         legend.append("the task orders of a sequence are averaged: n counts seeds x orders")
+        legend.append(SPREAD[fmt == "csv"])
     used = set(summary["ci_method"])
     ci = [text for kind, text in CI_NAMES.items() if kind in used]
     if ci:
@@ -370,6 +373,13 @@ CELLS = {
     "std": "mean ± std (ddof=1) over n runs, in percent",
     "ci": "mean [95% CI] over n runs, in percent",
     "csv": "mean, std (ddof=1), 95% CI and mean_diff in percent",
+}
+SPREAD_HEADING = "Spread (%): over seeds within an order (pooled) / over orders"
+SPREAD = {
+    False: "spread (under each table, in percent): the standard deviation over seeds within a "
+    "task order, pooled over the orders / the standard deviation of the order means",
+    True: "std_seeds: the standard deviation over seeds within a task order, pooled over the "
+    "orders; std_orders: the standard deviation of the order means; n_orders: the orders",
 }
 CI_NAMES = {
     "t": f"Student t (n < {BOOTSTRAP_MIN_N})",
@@ -410,8 +420,9 @@ class _Tables:
         decimals: int,
         interval: str,
         baseline: str | None,
+        spread: pd.DataFrame | None = None,
     ) -> None:
-        self.grouped, self.tests, self.metrics = grouped, tests, metrics
+        self.grouped, self.tests, self.metrics, self.spread = grouped, tests, metrics, spread
         self.decimals, self.interval, self.baseline = decimals, interval, baseline
         self.sizes = grouped.groupby(ROW_KEYS).size()
         self.blocks = [block for _, block in summary.groupby(["sequence", "model"], sort=True)]
@@ -467,6 +478,21 @@ class _Tables:
             text += r"^{\dagger}" if latex else " †"
         return f"${text}$" if latex else text
 
+    def spread_cells(self, block: pd.DataFrame) -> pd.DataFrame:
+        """`std over seeds / std over orders` per row label and metric, with the orders."""
+        labels = self.rows(block)
+        keys = (block["sequence"].iloc[0], block["model"].iloc[0])
+        mine = self.spread[(self.spread["sequence"] == keys[0]) & (self.spread["model"] == keys[1])]
+        columns = {"orders": mine.groupby("row")["n_orders"].max().loc[labels].tolist()}
+        for metric in self.metrics:
+            part = mine[mine["metric"] == metric].set_index("row").loc[labels]
+            seeds, orders = (
+                part[key].map(lambda v: _percent(v, self.decimals))
+                for key in ("std_seeds", "std_orders")
+            )
+            columns[metric] = [f"{a} / {b}" for a, b in zip(seeds, orders, strict=True)]
+        return pd.DataFrame(columns, index=labels)
+
     @staticmethod
     def emphasis(text: str, rank: int, latex: bool) -> str:
         if latex and rank == 1:
@@ -489,6 +515,11 @@ class _Tables:
             align = ["left", "right", *["center"] * len(self.metrics)]
             table = cells.rename_axis("method").to_markdown(colalign=align)
             parts.append(f"### {self.title(block)}\n\n{table}")
+            if self.spread is not None:
+                spread = self.spread_cells(block)
+                spread.columns = ["orders", *cells.columns[1:]]
+                table = spread.rename_axis("method").to_markdown(colalign=align)
+                parts.append(f"{SPREAD_HEADING}\n\n{table}")
         if len(self.test_lines):
             table = self.test_lines.to_markdown(index=False)
             parts.append(f"### Tests against {self.baseline}\n\n{table}")
@@ -505,6 +536,15 @@ class _Tables:
             rows = [[latex_escape(label), *map(str, line)] for label, line in cells.iterrows()]
             title = f"{_latex_text(self.title(block))}. {caption}"
             parts.append(_booktabs(title, f"lr{'c' * len(self.metrics)}", header, rows))
+            if self.spread is not None:
+                spread = self.spread_cells(block)
+                rows = [[latex_escape(label), *map(str, line)] for label, line in spread.iterrows()]
+                title = (
+                    f"{_latex_text(self.title(block))}: standard deviation (\\%) over seeds "
+                    "within a task order, pooled over the orders / over the order means."
+                )
+                header = ["Method", "Orders", *header[2:]]
+                parts.append(_booktabs(title, f"lr{'c' * len(self.metrics)}", header, rows))
         if len(self.test_lines):
             parts.append(_latex_tests(self.test_lines, self.baseline))
         return "\n\n".join(parts) + "\n"
@@ -613,9 +653,17 @@ def _booktabs(
     )
 
 
-def _csv(summary: pd.DataFrame, tests: pd.DataFrame | None, notes: list[str], decimals: int) -> str:
+def _csv(
+    summary: pd.DataFrame,
+    spread: pd.DataFrame | None,
+    tests: pd.DataFrame | None,
+    notes: list[str],
+    decimals: int,
+) -> str:
     """Every number: percent with `decimals` decimals, p-values with 3 significant digits."""
     table = summary
+    if spread is not None:
+        table = table.merge(spread, on=["sequence", "model", "row", "metric"], how="left")
     if tests is not None:
         keys = ["sequence", "model", "row", "metric"]
         table = table.merge(tests.drop(columns=["method"]), on=keys, how="left")

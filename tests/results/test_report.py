@@ -28,6 +28,7 @@ from clbench.results.stats import (
     aggregate,
     confidence_interval,
     holm,
+    order_spread,
     significance,
     two_sample_test,
 )
@@ -455,6 +456,55 @@ def test_csv_has_every_number_in_percent(tmp_path):
     assert frame.loc["replay", "ci_method"] == "t" and frame.loc["replay", "test"] == "paired t"
     assert frame.loc["replay", "n_method"] == 3
     assert "# 95% CI of the mean: Student t" in text
+
+
+ORDERS = {1: ("fp-a", "fp-b", "fp-c"), 2: ("fp-b", "fp-c", "fp-a")}
+
+
+def two_orders(root: Path) -> pd.DataFrame:
+    """seq-ft on orders 1 and 2, 3 seeds each: aa 0.40, 0.42, 0.44 (sd 0.02) and 0.50, 0.54,
+    0.58 (sd 0.04); pooled within-order sd sqrt((2 * 0.02² + 2 * 0.04²) / 4) = 0.0316, and the
+    sd of the order means 0.42 and 0.54 is 0.12 / sqrt(2) = 0.0849. Replay on order 1 only."""
+    values = {1: [0.40, 0.42, 0.44], 2: [0.50, 0.54, 0.58]}
+    for order, aas in values.items():
+        for seed, aa in enumerate(aas):
+            sequence, fingerprints = f"standard-cl-order{order}", ORDERS[order]
+            options = dict(sequence=sequence, seed=seed, aa=aa, fingerprints=fingerprints)
+            write_run(root, f"seq-ft-o{order}-s{seed}", **options)
+            if order == 1:
+                write_run(root, f"replay-o1-s{seed}", method="replay", **options)
+    return load_runs([root])
+
+
+def test_order_spread_separates_seeds_from_orders(tmp_path):
+    grouped = comparable_groups(two_orders(tmp_path), average_orders=True)[0]
+    spread = order_spread(grouped, ["aa"]).set_index("row")
+    assert spread.loc["seq-ft", "n_orders"] == 2
+    assert spread.loc["seq-ft", "std_seeds"] == pytest.approx(math.sqrt(0.001))
+    assert spread.loc["seq-ft", "std_orders"] == pytest.approx(0.12 / math.sqrt(2))
+    assert spread.loc["replay", "std_seeds"] == pytest.approx(0.02)  # one order: its own sd
+    assert math.isnan(spread.loc["replay", "std_orders"])  # one order mean has no spread
+
+
+def test_averaged_orders_show_the_spread_over_seeds_and_over_orders(tmp_path):
+    frame = two_orders(tmp_path)
+    text = tables(frame, metrics=["aa"], average_orders=True)
+    spread = text.split("Spread (%): over seeds within an order (pooled) / over orders")[1]
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in spread.splitlines()]
+    rows = {line[0]: line[1:] for line in cells if line}
+    assert rows["method"] == ["orders", "AA ↑"]
+    assert rows["seq-ft"] == ["2", "3.2 / 8.5"] and rows["replay"] == ["1", "2.0 / n/a"]
+    assert "pooled over the orders / the standard deviation of the order means" in text
+    assert "Spread (%)" not in tables(frame, metrics=["aa"])  # orders apart: no spread
+
+    csv = tables(frame, "csv", metrics=["aa"], average_orders=True, decimals=2)
+    rows = pd.read_csv(io.StringIO(csv), comment="#").set_index("row")
+    assert rows.loc["seq-ft", "std_seeds"] == 3.16 and rows.loc["seq-ft", "std_orders"] == 8.49
+    assert rows.loc["seq-ft", "n_orders"] == 2 and rows.loc["seq-ft", "std"] != 3.16
+
+    latex = tables(frame, "latex", metrics=["aa"], average_orders=True)
+    assert latex.count(r"\begin{table}") == 2
+    assert "seq-ft & 2 & 3.2 / 8.5" in latex
 
 
 # ---- command line -----------------------------------------------------------------------------
