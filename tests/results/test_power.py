@@ -103,6 +103,8 @@ def test_a_task_not_learned_fails():
     assert not criterion.passed
     assert criterion.numbers["gain"]["task-fp-b"] == pytest.approx(0.05)
     assert "task-fp-b +5.0" in criterion.measured and "task-fp-a +50.0" in criterion.measured
+    exactly_ten = check(all_runs(learned=0.4))["seq-ft learns every task"]  # 0.4 - 0.3 < 0.1
+    assert exactly_ten.passed and exactly_ten.numbers["gain"]["task-fp-a"] == pytest.approx(0.1)
 
 
 def test_a_bwt_interval_containing_zero_fails():
