@@ -26,6 +26,9 @@ BUDGET_FIELDS = (
     "max_test_examples",
     "eval_mode",
 )
+# Fields that say how a run is carried out, not what it computes: the same run may be continued
+# with other values (docs/reliability.md#step-checkpoints).
+OPERATIONAL_FIELDS = ("save_every",)
 
 
 @dataclass
@@ -163,6 +166,14 @@ class RunConfig:
         default=None,
         metadata={"help": "lm-eval's batch size for the probes; none uses --eval-batch-size"},
     )
+    save_every: int = field(
+        default=0,
+        metadata={
+            "help": "save a step checkpoint every N optimizer steps within a stage, to resume "
+            "from; 0 saves only after each stage",
+            "metavar": "N",
+        },
+    )
     # Where results go.
     output: str = field(default="runs", metadata={"help": "the folder that holds the run folders"})
     run_id: str | None = field(
@@ -212,8 +223,9 @@ class RunConfig:
                 raise ClbenchError(f"{origin}: field {name!r} must be >= 1, got {value}")
         if self.lr <= 0:
             raise ClbenchError(f"{origin}: field 'lr' must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ClbenchError(f"{origin}: field 'warmup_steps' must be >= 0")
+        for name in ("warmup_steps", "save_every"):
+            if getattr(self, name) < 0:
+                raise ClbenchError(f"{origin}: field {name!r} must be >= 0")
         for name in ("probes", "probe_include"):
             items = getattr(self, name) or []
             if not all(isinstance(item, str) and item for item in items):

@@ -17,12 +17,14 @@ The order of the hooks in a run (docs/writing-a-method.md shows them at work):
         after_task                   memories, importance weights, merging
         before_eval (for each task)  select a task's adapter (methods that use the task id)
         state_dict                   saved with the checkpoint of stage k
+    step_state                       saved with a step checkpoint (--save-every, preemption)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import random
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +35,7 @@ from clbench.config import build_dataclass
 from clbench.data.encoding import collate
 from clbench.data.task import Example, TaskData
 from clbench.errors import ClbenchError, unknown_name
+from clbench.training.checkpoints import random_state_from_json, random_state_to_json
 from clbench.training.cost import Cost
 from clbench.training.loss import prepended_positions, target_logits
 
@@ -188,6 +191,21 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+    def step_state(self) -> dict[str, Any]:
+        """What the hooks of a stage's optimizer steps have changed since `before_task`, as
+        JSON values, saved with a step checkpoint: by default the state of each `random.Random`
+        attribute. A method whose step hooks change more (a buffer) overrides both."""
+        return {
+            name: random_state_to_json(value.getstate())
+            for name, value in vars(self).items()
+            if isinstance(value, random.Random)
+        }
+
+    def load_step_state(self, state: dict[str, Any]) -> None:
+        """Restore what `step_state` returned; called after `before_task` on a resume."""
+        for name, value in state.items():
+            getattr(self, name).setstate(random_state_from_json(value))
 
     def describe(self) -> dict[str, Any]:
         """What results.json records about the method."""

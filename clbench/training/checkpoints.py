@@ -9,20 +9,32 @@ On resume, `restore` checks the latest checkpoint's files against their SHA-256.
 damaged file makes it fall back to the previous checkpoint (or to row 0, which needs none) and
 drop the rows after it, so those stages are computed again; with nothing to fall back to, a
 ClbenchError names the file and the stage.
+
+Within a stage, `StepCheckpoints` writes `checkpoint-k-step-n/` every `--save-every` optimizer
+steps and when the run is preempted: what training changes (the trainable weights, optimizer,
+schedule, random generators, data position, loss guard and the method's step state), so a
+resume continues the stage at step n. Only the latest is kept, and none once the stage is saved.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import random
+import shutil
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from clbench.errors import ClbenchError
-from clbench.results.io import CHECKPOINT_FILES, save_checkpoint
+from clbench.results.io import CHECKPOINT_FILES, read_json, save_checkpoint, write_json
 
 KEEP = 2  # the latest stage's checkpoint and the one before it
 # The per-stage lists of state.json, one entry per matrix row (row 0 included).
@@ -110,3 +122,139 @@ def restore(run_dir: Path, state: dict[str, Any], say: Callable[[str], None]) ->
         state["method_state"] = fallback[0]["method_state"]
         state.update(copy.deepcopy(fallback[0].get("totals", {})))
     return state
+
+
+PROGRESS_FILE = "progress.json"  # a step checkpoint's JSON values, beside its safetensors files
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepCheckpoints:
+    """The step checkpoints of one stage: where they go, how often (`every` optimizer steps;
+    0: only when preempted), and the verified one to resume from. Each is recorded in
+    `state` (state.json's content, written again with it) under `step_checkpoint`."""
+
+    run_dir: Path
+    state: dict[str, Any]
+    stage: int
+    every: int = 0
+    resume: dict[str, Any] | None = None
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def save(self, step: int, files: dict[str, Tensors], progress: dict[str, Any]) -> None:
+        """Write checkpoint-`stage`-step-`step` (a hidden staging folder, then a rename), record
+        it with the SHA-256 of its files in state.json, then delete the step checkpoint before."""
+        name = f"checkpoint-{self.stage}-step-{step}"
+        final = self.run_dir / name
+        staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{name}."))
+        try:
+            for file, tensors in files.items():
+                save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / file)
+            write_json(staging / PROGRESS_FILE, progress)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+        except (OSError, SafetensorError, ClbenchError, TypeError) as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            raise ClbenchError(
+                f"cannot write the step checkpoint of stage {self.stage} to {final}: {reason}; "
+                "the run can be resumed from its last finished stage"
+            ) from err
+        previous = self.state.get("step_checkpoint")
+        self.state["step_checkpoint"] = {
+            "name": name,
+            "stage": self.stage,
+            "step": step,
+            "sha256": {f: sha256_file(final / f) for f in [*files, PROGRESS_FILE]},
+        }
+        write_json(self.run_dir / "state.json", self.state)
+        if previous and previous["name"] != name:
+            shutil.rmtree(self.run_dir / previous["name"], ignore_errors=True)
+
+    def load(self) -> tuple[dict[str, Tensors], dict[str, Any]]:
+        """The tensors (by file) and the JSON values of the step checkpoint to resume from."""
+        folder = self.run_dir / self.resume["name"]
+        names = [f for f in self.resume["sha256"] if f != PROGRESS_FILE]
+        try:
+            files = {f: load_file(folder / f) for f in names}
+        except (OSError, SafetensorError) as err:
+            raise ClbenchError(f"{folder}: cannot load the step checkpoint ({err})") from err
+        return files, read_json(folder / PROGRESS_FILE)
+
+
+def step_to_resume(
+    run_dir: Path, state: dict[str, Any], stage: int, say: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The step checkpoint of `stage` recorded in `state`, if its files are intact. A damaged
+    one is reported (`say`) and forgotten, so the stage trains again from its start; one of
+    another stage (left by a fallback to an earlier stage) is forgotten silently."""
+    entry = state.get("step_checkpoint")
+    if entry is None or entry["stage"] != stage:
+        state.pop("step_checkpoint", None)
+        return None
+    trouble = problem(run_dir, entry)
+    if trouble is None:
+        return entry
+    say(
+        f"clbench: warning: the step checkpoint of stage {stage} (step {entry['step']}): "
+        f"{trouble}; training stage {stage} again from its start"
+    )
+    del state["step_checkpoint"]
+    return None
+
+
+def random_state_to_json(state: tuple) -> list:
+    """A `random.Random` state as JSON (its middle item is a tuple of 625 ints)."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def random_state_from_json(value: list) -> tuple:
+    version, internal, gauss = value
+    return (version, tuple(internal), gauss)
+
+
+def rng_states() -> tuple[Tensors, dict[str, Any]]:
+    """The global random generators: torch's (and CUDA's) as tensors, Python's and numpy's as
+    JSON values."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, keys.tolist(), position, has_gauss, cached]
+    return tensors, {"python": random_state_to_json(random.getstate()), "numpy": numpy_state}
+
+
+def set_rng_states(tensors: Tensors, values: dict[str, Any]) -> None:
+    """Put back what `rng_states` returned."""
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda.")]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(random_state_from_json(values["python"]))
+    kind, keys, position, has_gauss, cached = values["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+def split_optimizer_state(state: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
+    """An optimizer's `state_dict` as tensors (`<parameter index>.<name>`) and JSON values."""
+    tensors, values = {}, {}
+    for index, entries in state["state"].items():
+        values[str(index)] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                values[str(index)][key] = value
+    return tensors, {"param_groups": state["param_groups"], "state": values}
+
+
+def join_optimizer_state(tensors: Tensors, values: dict[str, Any]) -> dict[str, Any]:
+    """The `state_dict` that `split_optimizer_state` split."""
+    state = {int(index): dict(entries) for index, entries in values["state"].items()}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state[int(index)][key] = tensor
+    return {"state": state, "param_groups": values["param_groups"]}

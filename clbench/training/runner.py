@@ -5,6 +5,7 @@ up, evaluate and save."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from clbench import __version__, metrics
-from clbench.config import BUDGET_FIELDS, RunConfig
+from clbench.config import BUDGET_FIELDS, OPERATIONAL_FIELDS, RunConfig
 from clbench.data import registry
 from clbench.data.packing import packed_tasks
 from clbench.data.protocol import apply_protocol, protocol_record
@@ -74,6 +75,11 @@ def run(
     """
     config = apply_protocol(config, include)
     accelerator = _accelerator(config)
+    if config.save_every and accelerator.num_processes > 1:
+        raise ClbenchError(
+            f"--save-every {config.save_every}: step checkpoints need a single process, and this "
+            f"run has {accelerator.num_processes}; leave it at 0 (a checkpoint after each stage)"
+        )
     run_dir = run_dir_of(config)
     if accelerator.is_main_process:
         _check_run_dir(run_dir, config, resume, fresh)  # fails fast, before the model is loaded
@@ -111,7 +117,8 @@ def _run_stages(
 ) -> Path:
     """The stages of the run not yet in its state.json, under the run's lock."""
     state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else _new_state()
-    state = checkpoints.restore(run_dir, state, lambda text: _say(accelerator, text))
+    say = functools.partial(_say, accelerator)
+    state = checkpoints.restore(run_dir, state, say)
     method, tasks, tokenizer = setup.method, setup.tasks, setup.loaded.tokenizer
     # The method's state comes first: it tells `wrap_model` which adapters or blocks the saved
     # stages had added, so the checkpoint's weights fit the model.
@@ -121,9 +128,11 @@ def _run_stages(
     base_bytes = parameter_bytes(setup.loaded.model)  # what the method adds is its cost
     model = method.wrap_model(setup.loaded.model).to(accelerator.device)
     check_model(setup.probes, model)
-    if accelerator.is_main_process and not (run_dir / "config.json").exists():
+    saved = run_dir / "config.json"
+    # A run continued with other operational settings (--save-every) records the latest.
+    if accelerator.is_main_process and (not saved.exists() or read_json(saved) != config.to_dict()):
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", config.to_dict())
+        write_json(saved, config.to_dict())
     accelerator.wait_for_everyone()
     if state["checkpoint"]:
         load_checkpoint(run_dir, state["checkpoint"], model)
@@ -150,7 +159,11 @@ def _run_stages(
         started = time.perf_counter()
         # Prepared afresh each stage: `before_task` may have added parameters.
         desc = f"stage {k}/{len(tasks)} train {data.task.name}"
-        training = train_task(accelerator.prepare(model), stage, method, accelerator, desc)
+        saves = None
+        if accelerator.num_processes == 1:  # several processes: stage checkpoints only
+            resume = checkpoints.step_to_resume(run_dir, state, k, say)
+            saves = checkpoints.StepCheckpoints(run_dir, state, k, config.save_every, resume)
+        training = train_task(accelerator.prepare(model), stage, method, accelerator, desc, saves)
         train_seconds = time.perf_counter() - started
         with stage.cost.method_time():
             method.after_task(stage)
@@ -232,7 +245,9 @@ def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, fresh: bool) 
     if saved.exists():
         previous, current = read_json(saved), config.to_dict()
         differs = sorted(
-            k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
+            k
+            for k in previous.keys() | current.keys()
+            if previous.get(k) != current.get(k) and k not in OPERATIONAL_FIELDS
         )
         if differs:
             raise ClbenchError(
@@ -416,6 +431,7 @@ def _save_progress(
     state["method_state"] = {
         k: v for k, v in method_state.items() if not isinstance(v, torch.Tensor)
     }
+    state.pop("step_checkpoint", None)  # the stage is saved; remove_old_checkpoints deletes it
     previous = state.get("peak_memory") or {}
     now = peak_memory_mb()
     state["peak_memory"] = {

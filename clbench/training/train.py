@@ -10,8 +10,10 @@ keeping a frozen copy of the model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator
 
@@ -25,8 +27,17 @@ from clbench.data.encoding import collate, length_grouped_batches
 from clbench.data.task import Example
 from clbench.errors import ClbenchError
 from clbench.methods import Method, Stage, Step
+from clbench.training.checkpoints import (
+    StepCheckpoints,
+    join_optimizer_state,
+    rng_states,
+    set_rng_states,
+    split_optimizer_state,
+)
+from clbench.training.cost import COUNTERS
 from clbench.training.guard import check_loss
 from clbench.training.loss import prepended_positions, target_logits
+from clbench.training.signals import Preempted, deferred, requested
 
 PairKey = tuple[str, str, str]  # (prompt, chosen, rejected)
 
@@ -37,10 +48,15 @@ def train_task(
     method: Method,
     accelerator: Accelerator,
     desc: str,
+    saves: StepCheckpoints | None = None,
 ) -> dict[str, float]:
     """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget;
     returns the steps done, the first and last loss and the share of padding in the batches'
-    tokens. A loss that is not finite raises a LossError (clbench.training.guard)."""
+    tokens. A loss that is not finite raises a LossError (clbench.training.guard).
+
+    With `saves`, the stage continues from its step checkpoint if it has one, writes one every
+    `saves.every` optimizer steps, and on SIGTERM or SIGUSR1 finishes the step in progress,
+    writes one and raises `Preempted` (docs/reliability.md#step-checkpoints)."""
     config = stage.config
     started, method_seconds = time.perf_counter(), stage.cost.method_seconds
     sampler = LengthGroupedSampler(
@@ -59,43 +75,142 @@ def train_task(
         pairs = _planned_pairs(stage, method, sampler, len(loader), steps, accelerator)
         reference = reference_logprobs(stage, pairs)
     model.train()
-    padding = _Padding()
-    done, loss_value, first_loss = 0, float("nan"), float("nan")
-    bar = tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process)
-    while done < steps:
-        for batch in loader:
-            with stage.cost.method_time():
-                batch = method.training_batch(batch, stage)
-            with accelerator.accumulate(model):
-                loss = _loss(model, reference, batch, stage, method, done, padding)
-                accelerator.backward(loss)
+    progress = _Progress(stage, method, optimizer, scheduler, sampler)
+    if saves is not None and saves.resume is not None:
+        progress.load(saves)  # last: the random generators continue from the saved step
+    bar = tqdm(
+        total=steps, initial=progress.done, desc=desc, disable=not accelerator.is_local_main_process
+    )
+    with deferred() if saves is not None else contextlib.nullcontext():
+        while progress.done < steps:
+            for position, batch in enumerate(loader, start=1):
+                if position <= progress.skip:  # trained before the step checkpoint
+                    continue
+                with stage.cost.method_time():
+                    batch = method.training_batch(batch, stage)
+                with accelerator.accumulate(model):
+                    loss = _loss(
+                        model, reference, batch, stage, method, progress.done, progress.padding
+                    )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        with stage.cost.method_time():
+                            method.after_backward(stage)
+                    optimizer.step()
+                    optimizer.zero_grad()
                 if accelerator.sync_gradients:
-                    with stage.cost.method_time():
-                        method.after_backward(stage)
-                optimizer.step()
-                optimizer.zero_grad()
-            if accelerator.sync_gradients:
-                scheduler.step()
-                done += 1
-                loss_value = float(loss.detach())
-                check_loss(loss_value, stage, done, accelerator)
-                first_loss = loss_value if done == 1 else first_loss
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                if done >= steps:
-                    break
+                    scheduler.step()
+                    progress.stepped(float(loss.detach()), position)
+                    check_loss(progress.loss, stage, progress.done, accelerator)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{progress.loss:.4f}")
+                    if saves is not None:
+                        progress.save_if_due(saves)
+                    if progress.done >= steps:
+                        break
+            progress.skip = 0
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
-    stage.cost.optimizer_steps += done
+    stage.cost.optimizer_steps += progress.done
     # Time in the method's hooks is the method's (stage.cost.method_seconds), not training's.
     spent_in_method = stage.cost.method_seconds - method_seconds
     stage.cost.train_seconds += time.perf_counter() - started - spent_in_method
     return {
-        "steps": done,
-        "first_loss": first_loss,
-        "final_loss": loss_value,
-        "padded_fraction": padding.fraction(),
+        "steps": progress.done,
+        "first_loss": progress.first_loss,
+        "final_loss": progress.loss,
+        "padded_fraction": progress.padding.fraction(),
     }
+
+
+class _Progress:
+    """Where a stage's training stands after an optimizer step, and what a step checkpoint
+    holds of it: everything training changes, so that a resumed stage trains on as if it had
+    never stopped."""
+
+    def __init__(self, stage: Stage, method: Method, optimizer, scheduler, sampler) -> None:
+        self.stage, self.method = stage, method
+        self.optimizer, self.scheduler, self.sampler = optimizer, scheduler, sampler
+        self.done, self.loss, self.first_loss = 0, float("nan"), float("nan")
+        self.padding = _Padding()
+        self.position = 0  # batches of the current pass over the data trained on
+        self.skip = 0  # batches of the first pass to pass over: trained before a resume
+
+    def stepped(self, loss: float, position: int) -> None:
+        self.done += 1
+        self.loss, self.position = loss, position
+        self.first_loss = loss if self.done == 1 else self.first_loss
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        named = self.stage.model.named_parameters()
+        return {name: p for name, p in named if p.requires_grad}
+
+    def save_if_due(self, saves: StepCheckpoints) -> None:
+        """Write a step checkpoint if one is due or a preemption signal came; then stop on it."""
+        signal_name = requested()
+        if not (signal_name or saves.due(self.done)):
+            return
+        rng_tensors, rng_values = rng_states()
+        optimizer_tensors, optimizer_values = split_optimizer_state(self.optimizer.state_dict())
+        files = {
+            "model.safetensors": self._weights(),
+            "optimizer.safetensors": optimizer_tensors,
+            "rng.safetensors": rng_tensors,
+        }
+        values = {
+            "step": self.done,
+            "loss": self.loss,
+            "first_loss": self.first_loss,
+            "padding": [self.padding.padded, self.padding.total],
+            # The sampler's passes begun (the last is the current one) and the batches of it
+            # trained on.
+            "data": {"passes": self.sampler.passes, "position": self.position},
+            "cost": {key: getattr(self.stage.cost, key) for key in COUNTERS},
+            "optimizer": optimizer_values,
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_values,
+            "method": self.method.step_state(),
+        }
+        saves.save(self.done, files, values)
+        if signal_name:
+            print(
+                f"clbench: {signal_name}: stage {self.stage.index} is saved at optimizer step "
+                f"{self.done} ({saves.state['step_checkpoint']['name']})",
+                file=sys.stderr,
+            )
+            raise Preempted(signal_name)
+
+    def load(self, saves: StepCheckpoints) -> None:
+        """Continue from the verified step checkpoint `saves.resume`."""
+        files, values = saves.load()
+        weights, current = files["model.safetensors"], self._weights()
+        if weights.keys() != current.keys():
+            raise ClbenchError(
+                f"{saves.run_dir / saves.resume['name']}: the step checkpoint does not fit the "
+                f"model ({len(current.keys() - weights.keys())} missing, "
+                f"{len(weights.keys() - current.keys())} unexpected tensors)"
+            )
+        with torch.no_grad():
+            for name, parameter in current.items():
+                parameter.copy_(weights[name])
+        self.optimizer.load_state_dict(
+            join_optimizer_state(files["optimizer.safetensors"], values["optimizer"])
+        )
+        self.scheduler.load_state_dict(values["scheduler"])
+        self.method.load_step_state(values["method"])
+        for key, value in values["cost"].items():
+            setattr(self.stage.cost, key, value)
+        self.done, self.position = values["step"], values["data"]["position"]
+        self.loss, self.first_loss = (_float(values[k]) for k in ("loss", "first_loss"))
+        self.padding.padded, self.padding.total = values["padding"]
+        self.sampler.passes = values["data"]["passes"] - 1  # its next pass is the current one
+        self.skip = self.position
+        set_rng_states(files["rng.safetensors"], values["rng"])
+
+
+def _float(value: float | None) -> float:
+    """A loss read back from JSON, where NaN was written as null."""
+    return float("nan") if value is None else value
 
 
 class LengthGroupedSampler:
