@@ -1,6 +1,7 @@
-"""A bare loop of the classification CL workload: torch, transformers and peft only.
+"""A bare loop of the CL workloads: torch, transformers and peft only.
 
-    python benchmarks/bare_loop.py --data-dir DATA_DIR [--out FILE] [--threads N]
+    python benchmarks/bare_loop.py --data-dir DATA_DIR [--workload generation] [--out FILE]
+        [--threads N]
 
 The reference that benchmarks/speed.py times clbench against. It takes from clbench only the
 examples (clbench's data loading, so both see the same inputs) and the weights and tokenizer
@@ -13,13 +14,23 @@ evaluator. What it does is what a careful hand-written loop does:
   "{seed * 1000 + stage}:{pass}" (so that both sides train on the same batches). The loss is
   the mean next-token loss on the target tokens and a closing end-of-sequence token; the
   decoder runs once and the LM head only at those positions.
-- Evaluation of the full (T+1) x T matrix by label ranking: batches of prompts in the data's
-  order, left-padded; each prompt runs once, its last position scores every option's first
-  token, and each option longer than one token runs its remaining tokens on the prompt's KV
-  cache, which is cut back after every option.
+- Evaluation of the full (T+1) x T matrix, in batches of prompts in the data's order,
+  left-padded.
+  - classification (agnews, yahoo, dbpedia; 100 test examples a task): label ranking; each
+    prompt runs once, its last position scores every option's first token, and each option
+    longer than one token runs its remaining tokens on the prompt's KV cache, which is cut
+    back after every option.
+  - generation (multi30k_en-de, multi30k_en-fr; 32 test examples a task, the size of the
+    `generate_until` comparison of benchmarks/speed.py, since each example decodes up to 64
+    tokens where ranking runs a prompt once): transformers' `model.generate`, greedy, with
+    its KV cache, at most the task's `max_new_tokens`, stopping at the task's stop strings;
+    the prompt is cut on the left to leave room for them, as clbench cuts it. The text is
+    then cut at the first stop string and stripped, and scored by the task's own scorer
+    (clbench's, for scoring only: chrF).
 
-Prints its progress; writes the matrix, the per-step losses and the seconds of training and
-evaluation (per stage and row) and of the whole run as JSON.
+Prints its progress; writes the matrix, the per-step losses, the seconds of training and
+evaluation (per stage and row) and of the whole run, and for generation every cell's texts,
+as JSON.
 """
 
 from __future__ import annotations
@@ -39,16 +50,21 @@ from clbench.data import registry
 from clbench.data.encoding import length_grouped_batches
 from clbench.training.models import load_model
 
-TASKS = ["agnews", "yahoo", "dbpedia"]
+# Each workload's tasks and test examples per task; everything else is shared.
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "classification": {"tasks": ["agnews", "yahoo", "dbpedia"], "test": 100},
+    "generation": {"tasks": ["multi30k_en-de", "multi30k_en-fr"], "test": 32},
+}
 
 
 def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The workload's options, shared with benchmarks/speed.py; defaults are the full one."""
+    """The workload's options, shared with benchmarks/speed.py; defaults are the full one
+    (`--tasks` and `--test` default to the workload's, see `for_workload`)."""
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--tasks", nargs="+", help="default: the workload's")
     parser.add_argument("--train", type=int, default=64, help="training examples per task")
-    parser.add_argument("--test", type=int, default=100, help="test examples per task")
+    parser.add_argument("--test", type=int, help="test examples per task (default: the workload's)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per task")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -61,10 +77,21 @@ def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def for_workload(args: argparse.Namespace, workload: str) -> argparse.Namespace:
+    """`args` for `workload`: its tasks and test size unless `args` gives them."""
+    resolved = argparse.Namespace(**vars(args))
+    resolved.workload = workload
+    resolved.tasks = args.tasks or WORKLOADS[workload]["tasks"]
+    resolved.test = args.test or WORKLOADS[workload]["test"]
+    return resolved
+
+
 def main() -> None:
     parser = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--workload", choices=list(WORKLOADS), default="classification")
     parser.add_argument("--out", help="JSON file for the record (default: print only)")
     args = parser.parse_args()
+    args = for_workload(args, args.workload)
     if args.threads:
         torch.set_num_threads(args.threads)
     record = run(args)
@@ -89,10 +116,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     model = get_peft_model(loaded.model, config)
     record: dict[str, Any] = {"matrix": [], "train_seconds": [], "eval_seconds": [], "losses": []}
+    if args.workload == "generation":
+        record["predictions"] = []  # [row][task]: the texts scored
 
     def evaluate_row(when: str) -> None:
         begun = time.perf_counter()
-        row = [evaluate(model, tokenizer, data, args) for data in tasks]
+        if args.workload == "generation":
+            texts = [generate(model, tokenizer, data, args) for data in tasks]
+            row = [d.score(t)[d.task.metric] for d, t in zip(tasks, texts, strict=True)]
+            record["predictions"].append(texts)
+        else:
+            row = [evaluate(model, tokenizer, data, args) for data in tasks]
         record["eval_seconds"].append(time.perf_counter() - begun)
         record["matrix"].append(row)
         cells = ", ".join(f"{d.task.name} {a:.3f}" for d, a in zip(tasks, row, strict=True))
@@ -214,6 +248,36 @@ def evaluate(model, tokenizer, data, args: argparse.Namespace) -> float:
         correct += sum(p == e.label for p, e in zip(predicted, examples, strict=True))
     model.train()
     return correct / len(data.test)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, data, args: argparse.Namespace) -> list[str]:
+    """Each test example's greedy text by `model.generate`, cut at the first stop string."""
+    model.eval()
+    room = args.max_length - data.task.max_new_tokens
+    texts = []
+    for start in range(0, len(data.test), args.eval_batch_size):
+        examples = data.test[start : start + args.eval_batch_size]
+        prompts = [tokenizer(e.prompt)["input_ids"][-room:] for e in examples]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=data.task.max_new_tokens,
+            stop_strings=data.task.stop,
+            tokenizer=tokenizer,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        for row in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True):
+            for stop in data.task.stop:
+                row = row.split(stop, 1)[0]
+            texts.append(row.strip())
+    model.train()
+    return texts
 
 
 if __name__ == "__main__":

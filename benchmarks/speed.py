@@ -1,14 +1,21 @@
 """Speed of clbench against a bare PyTorch loop and against lm-eval, at the same thread count.
 
-    python benchmarks/speed.py --data-dir DATA_DIR [--threads 2] [--repeats 1] [--quick]
+    python benchmarks/speed.py --data-dir DATA_DIR [--workload all] [--threads 2] [--repeats 1]
+        [--concurrent] [--quick]
 
-1. The classification CL workload (benchmarks/bare_loop.py: SmolLM2-135M; agnews, yahoo,
-   dbpedia; 64 train and 100 test examples a task; 128 tokens; LoRA r8 on every linear layer;
-   8 steps of batch 8 a task; the full (T+1) x T matrix by label ranking) runs in the bare loop
-   and in clbench (`clbench.training.runner.run`, seq-ft), alternately, each in a fresh
-   process with the same thread count. Both use the same seeds and data, so their matrices
-   must agree: no cell may differ by more than MATRIX_TOLERANCE. The record holds the ratios
-   bare / clbench of the training, evaluation and whole-run seconds (above 1: clbench faster).
+1. The CL workloads of benchmarks/bare_loop.py (SmolLM2-135M; 64 train examples a task; 128
+   tokens; LoRA r8 on every linear layer; 8 steps of batch 8 a task; the full (T+1) x T
+   matrix): classification (agnews, yahoo, dbpedia; 100 test examples a task; label ranking)
+   and generation (multi30k_en-de, multi30k_en-fr; 32 test examples a task; greedy
+   translation scored by chrF), as `--workload` selects (default: both). Each runs in the bare
+   loop and in clbench (`clbench.training.runner.run`, seq-ft), each side in a fresh process
+   with the same thread count: alternately (the default), or with `--concurrent` both at the
+   same time (1 thread each unless `--threads` says otherwise), so that other work on the
+   machine disturbs both alike. Both use the same seeds and data, so their matrices must
+   agree: no cell may differ by more than the workload's MATRIX_TOLERANCE; for generation the
+   record also counts the texts the two sides generated identically. The record holds the
+   ratios bare / clbench of the training, evaluation and whole-run seconds (above 1: clbench
+   faster).
 2. Option scoring: clbench's two exact strategies (one-pass, shared-cache) on each task's test
    prompts with the base model, timed with the padded-token fraction of each; this is the
    measurement behind `ONE_PASS_MIN_LONGER_OPTIONS` in clbench/evaluation/evaluate.py.
@@ -41,7 +48,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the sibling scripts, when this file is run as a script
 
-from bare_loop import arguments  # noqa: E402
+from bare_loop import WORKLOADS, arguments, for_workload  # noqa: E402
 from lm_eval_speed import compare, versions  # noqa: E402
 
 from clbench.data import registry  # noqa: E402
@@ -49,29 +56,28 @@ from clbench.data.encoding import encode_prompt, encode_target  # noqa: E402
 from clbench.evaluation.evaluate import TokenCounts, counting, option_scores  # noqa: E402
 from clbench.training.models import LoadedModel, load_model  # noqa: E402
 
-# Cells are accuracies on 100 test examples: at most 2 examples may differ in any cell, for
-# predictions decided by a near-tie that the two sides' float rounding breaks differently.
-MATRIX_TOLERANCE = 0.02
+# The largest difference allowed in any cell, for predictions decided by a near-tie that the
+# two sides' float rounding breaks differently (their batches are padded differently).
+MATRIX_TOLERANCE = {
+    # accuracies on 100 test examples: at most 2 examples may differ
+    "classification": 0.02,
+    # corpus chrF on 32 texts: a text that takes another token at a near-tie goes its own way
+    # from there; one such text in 32 moves the corpus statistics by at most about 1/32
+    "generation": 0.03,
+}
 # Tiny sizes for --quick: the workload's options, then the lm-eval and strategy parts.
-QUICK = ["--train", "8", "--test", "6", "--steps", "2", "--batch-size", "4", "--max-length", "64"]
+# 96 tokens leave generation's 64 new tokens room for a prompt.
+QUICK = ["--train", "8", "--test", "6", "--steps", "2", "--batch-size", "4", "--max-length", "96"]
 QUICK_EXAMPLES = 4
 FULL_EXAMPLES = {"dbpedia": 32, "multi30k_en-de": 32}
 STRATEGY_EXAMPLES = 100
 
 
 def main() -> None:
-    parser = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each side")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
-    parser.add_argument("--side", choices=["clbench"], help=argparse.SUPPRESS)  # one child run
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.quick:
-        args = parser.parse_args([*sys.argv[1:], *QUICK])
-    args.threads = args.threads or torch.get_num_threads()
+    args = parse(sys.argv[1:])
     torch.set_num_threads(args.threads)
     if args.side:
-        record = clbench_side(args)
+        record = clbench_side(for_workload(args, args.workload))
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return
     started = time.perf_counter()
@@ -80,11 +86,14 @@ def main() -> None:
         "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "threads": args.threads,
+        "mode": mode(args),
         "quick": args.quick,
         "workload": {k: v for k, v in vars(args).items() if k not in ("data_dir", "side", "out")},
         "environment": versions(),
     }
-    record["classification"] = classification(args)
+    workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    for workload in workloads:
+        record[workload] = compare_sides(for_workload(args, workload))
     loaded = load_model(args.model)
     record["option_strategies"] = option_strategies(loaded, args)
     record["lm_eval"] = lm_eval_comparisons(loaded, args)
@@ -93,27 +102,60 @@ def main() -> None:
     out = HERE / "results" / name
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"speed: done in {record['benchmark_seconds']:.0f} s; wrote {out}")
-    if not record["classification"]["matrices_agree"]:
-        sys.exit(f"speed: the matrices differ by more than {MATRIX_TOLERANCE} in a cell")
+    differing = [w for w in workloads if not record[w]["matrices_agree"]]
+    if differing:
+        sys.exit(f"speed: the matrices of {', '.join(differing)} differ by more than allowed")
 
 
-def classification(args: argparse.Namespace) -> dict[str, Any]:
-    """Both sides alternately, `args.repeats` times each; their matrices and time ratios."""
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line's options, with `--quick`'s sizes where it gives none of its own."""
+    parser = arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run the two sides at the same time (default: alternately)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
+    parser.add_argument("--side", choices=["clbench"], help=argparse.SUPPRESS)  # one child run
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args = parser.parse_args([*QUICK, *argv])
+    if args.tasks and args.workload == "all":
+        parser.error("--tasks needs a single --workload")
+    # Side by side, each side gets its own threads: one each unless told otherwise.
+    args.threads = args.threads or (1 if args.concurrent else torch.get_num_threads())
+    return args
+
+
+def mode(args: argparse.Namespace) -> str:
+    return "concurrent" if args.concurrent else "alternate"
+
+
+def compare_sides(args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides of `args.workload`, `args.repeats` times each, alternately or at the same
+    time; their matrices and time ratios."""
     runs: dict[str, list[dict]] = {"bare": [], "clbench": []}
+    turns = [list(runs)] if args.concurrent else [[side] for side in runs]
     for repeat in range(args.repeats):
-        for side in runs:
-            progress(f"classification workload, {side} (run {repeat + 1} of {args.repeats})")
-            runs[side].append(run_side(side, args))
-            progress(f"{side} took {runs[side][-1]['whole_seconds']:.0f} s")
+        for sides in turns:
+            which = " and ".join(sides)
+            progress(f"{args.workload} workload, {which} (run {repeat + 1} of {args.repeats})")
+            for side, record in run_sides(sides, args).items():
+                runs[side].append(record)
+                progress(f"{side} took {record['whole_seconds']:.0f} s")
     bare, ours = runs["bare"][0], runs["clbench"][0]
     differences = [
         abs(a - b)
         for row_a, row_b in zip(bare["matrix"], ours["matrix"], strict=True)
         for a, b in zip(row_a, row_b, strict=True)
     ]
-    agree = max(differences) <= MATRIX_TOLERANCE
+    tolerance = MATRIX_TOLERANCE[args.workload]
+    agree = max(differences) <= tolerance
     last_losses = {side: [losses[-1] for losses in r[0]["losses"]] for side, r in runs.items()}
-    progress(f"matrices agree within {MATRIX_TOLERANCE}: {agree} (largest: {max(differences)})")
+    progress(f"matrices agree within {tolerance}: {agree} (largest: {max(differences)})")
     medians = {
         side: {
             part: statistics.median(total(run, part) for run in side_runs)
@@ -121,9 +163,12 @@ def classification(args: argparse.Namespace) -> dict[str, Any]:
         }
         for side, side_runs in runs.items()
     }
-    return {
+    compared: dict[str, Any] = {
+        "mode": mode(args),
+        "tasks": args.tasks,
+        "test_examples": args.test,
         "runs": runs,
-        "matrix_tolerance": MATRIX_TOLERANCE,
+        "matrix_tolerance": tolerance,
         "matrices_agree": agree,
         "largest_cell_difference": max(differences),
         "cells_differing": sum(d > 0 for d in differences),
@@ -138,29 +183,55 @@ def classification(args: argparse.Namespace) -> dict[str, Any]:
             part: medians["bare"][part] / medians["clbench"][part] for part in medians["bare"]
         },
     }
+    if args.workload == "generation":
+        compared |= identical_texts(bare["predictions"], ours["predictions"])
+    return compared
+
+
+def identical_texts(bare: list, ours: list) -> dict[str, Any]:
+    """How many of the texts the two sides generated are the same, per cell and in all."""
+    cells = [
+        [sum(a == b for a, b in zip(x, y, strict=True)) for x, y in zip(row_a, row_b, strict=True)]
+        for row_a, row_b in zip(bare, ours, strict=True)
+    ]
+    return {
+        "identical_texts_per_cell": cells,
+        "identical_texts": sum(map(sum, cells)),
+        "texts": sum(len(texts) for row in bare for texts in row),
+    }
 
 
 def total(run: dict[str, Any], part: str) -> float:
     return run["whole_seconds"] if part == "whole" else sum(run[f"{part}_seconds"])
 
 
-def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One run of the workload in a fresh process with `args.threads` threads."""
+def run_sides(sides: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """One run of the workload by each of `sides`, all at the same time, each in a fresh
+    process with `args.threads` threads."""
     workload = [
+        *("--workload", args.workload),
         *("--data-dir", args.data_dir, "--model", args.model, "--tasks", *args.tasks),
         *("--train", args.train, "--test", args.test, "--max-length", args.max_length),
         *("--steps", args.steps, "--batch-size", args.batch_size),
         *("--eval-batch-size", args.eval_batch_size, "--lr", args.lr, "--seed", args.seed),
         *("--lora-r", args.lora_r, "--lora-alpha", args.lora_alpha, "--threads", args.threads),
     ]
-    script = HERE / ("bare_loop.py" if side == "bare" else "speed.py")
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "record.json"
-        extra = ["--side", "clbench"] if side == "clbench" else []
-        command = [sys.executable, str(script), *map(str, workload), *extra, "--out", str(out)]
-        subprocess.run(command, env=env, check=True)
-        return json.loads(out.read_text(encoding="utf-8"))
+        outs = {side: Path(scratch) / f"{side}.json" for side in sides}
+        processes = {}
+        for side in sides:
+            script = HERE / ("bare_loop.py" if side == "bare" else "speed.py")
+            extra = ["--side", "clbench"] if side == "clbench" else []
+            command = [sys.executable, str(script), *map(str, workload), *extra]
+            command += ["--out", str(outs[side])]
+            processes[side] = subprocess.Popen(command, env=env)
+        for process in processes.values():  # all of them, before any failure is raised
+            process.wait()
+        for process in processes.values():
+            if process.returncode:
+                raise subprocess.CalledProcessError(process.returncode, process.args)
+        return {side: json.loads(out.read_text(encoding="utf-8")) for side, out in outs.items()}
 
 
 def clbench_side(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,10 +242,10 @@ def clbench_side(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         include = Path(scratch) / "tasks"
         include.mkdir()
-        sequence = {"name": "speed-classification", "tasks": args.tasks}
-        (include / "speed-classification.yaml").write_text(yaml.safe_dump(sequence))
+        sequence = {"name": f"speed-{args.workload}", "tasks": args.tasks}
+        (include / f"speed-{args.workload}.yaml").write_text(yaml.safe_dump(sequence))
         config = RunConfig(
-            sequence="speed-classification",
+            sequence=f"speed-{args.workload}",
             model=args.model,
             peft="lora",
             lora_r=args.lora_r,
@@ -195,16 +266,30 @@ def clbench_side(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = run(config, include=(str(include),))
         whole = time.perf_counter() - started
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    stages = results["timings"]["stages"]
-    return {
-        "matrix": results["matrix"],
-        "train_seconds": [s["train_seconds"] for s in stages[1:]],
-        "eval_seconds": [s["eval_seconds"] for s in stages],
-        "losses": [[s["final_loss"]] for s in stages[1:]],
-        "train_padded_fraction": [s.get("padded_fraction") for s in stages[1:]],
-        "whole_seconds": whole,
-        "threads": torch.get_num_threads(),
-    }
+        stages = results["timings"]["stages"]
+        record = {
+            "matrix": results["matrix"],
+            "train_seconds": [s["train_seconds"] for s in stages[1:]],
+            "eval_seconds": [s["eval_seconds"] for s in stages],
+            "losses": [[s["final_loss"]] for s in stages[1:]],
+            "train_padded_fraction": [s.get("padded_fraction") for s in stages[1:]],
+            "whole_seconds": whole,
+            "threads": torch.get_num_threads(),
+        }
+        if args.workload == "generation":  # read before the run folder goes
+            record["predictions"] = generated_texts(run_dir, args.tasks, len(stages))
+    return record
+
+
+def generated_texts(run_dir: Path, tasks: list[str], rows: int) -> list[list[list[Any]]]:
+    """[row][task]: the predictions the run kept (docs/results-schema.md#predictions)."""
+    return [
+        [
+            [json.loads(line)["prediction"] for line in path.read_text("utf-8").splitlines()]
+            for path in (run_dir / "predictions" / f"row{k}" / f"{t}.jsonl" for t in tasks)
+        ]
+        for k in range(rows)
+    ]
 
 
 def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +297,7 @@ def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     n = QUICK_EXAMPLES if args.quick else STRATEGY_EXAMPLES
     measured = {}
-    for name in args.tasks:
+    for name in ranked_tasks(args):
         data = registry.load_task(name).load(args.data_dir, max_test=n)
         option_ids = [encode_target(tokenizer, o) for o in data.options]
         room = args.max_length - max(len(ids) for ids in option_ids)
@@ -253,6 +338,12 @@ def option_strategies(loaded: LoadedModel, args: argparse.Namespace) -> dict[str
         entry["largest_log_likelihood_difference"] = float(difference)
         measured[name] = entry
     return measured
+
+
+def ranked_tasks(args: argparse.Namespace) -> list[str]:
+    """Part 2's tasks: the classification workload's, or `--tasks` if that is the workload."""
+    chosen = args.tasks if args.workload == "classification" else None
+    return chosen or WORKLOADS["classification"]["tasks"]
 
 
 def padded_fraction(lengths: list[int], batch_size: int) -> float:
