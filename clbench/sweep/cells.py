@@ -7,11 +7,14 @@
     <sweep>/logs/<id>.log           the output of every attempt
     <sweep>/corrupt/<id>.<time>/    run folders whose results.json was corrupt, set aside
     <sweep>/row0/<key>/             a row 0 shared by the cells that compute the same one
+    <sweep>/references/             the single-task references shared by the cells (grid's
+                                    `references`), each computed by a reference cell
 
 A cell's status comes from these files alone, so any process that sees the folder (the
 driver, `--status`, a SLURM job or a Ray worker on another node) reads the same state.
 `run_cell` is what every backend runs for a cell: up to 1 + retries attempts, each one a fresh
-process that resumes the run from its last finished stage.
+process that resumes the run from its last finished stage. A preempted attempt (the worker's
+exit code 75) uses no retry: it is run again, or handed back to a scheduler that requeues.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from typing import Any
 
 from clbench.errors import ClbenchError
 from clbench.results.io import read_json, read_results, write_json
+from clbench.training.signals import EXIT_PREEMPTED
 
 LOCK_WAIT_SECONDS = 60  # a killed attempt's process may take a moment to go
 STATES = ("done", "running", "failed", "pending")
+PREEMPTED = "preempted"  # run_cell's outcome when a scheduler is to requeue the cell
 
 
 def now() -> str:
@@ -65,6 +70,23 @@ class SweepFolder:
 
     def row0(self) -> Path:
         return self.root / "row0"  # shared rows 0 (clbench.sweep.row0)
+
+    def stored_reference(self, cell: str) -> Path | None:
+        """A reference cell's stored reference (written after its run), else None."""
+        path = self.spec(cell)
+        reference = read_json(path).get("reference") if path.exists() else None
+        if reference is None:
+            return None
+        from clbench.training.references import key_hash
+
+        return Path(reference["folder"]) / f"{key_hash(reference['key'])}.json"
+
+    def finished(self, cell: str) -> bool:
+        """Whether the cell's run wrote results.json (and a reference cell stored its score);
+        `results_problem` says whether they are valid."""
+        stored = self.stored_reference(cell)
+        done = (self.run_dir(cell) / "results.json").exists()
+        return done and (stored is None or stored.exists())
 
     def record(self, cell: str) -> dict[str, Any]:
         path = self.attempts(cell)
@@ -157,7 +179,7 @@ def cell_status(folder: SweepFolder, cell: str, stages: int) -> CellStatus:
     def status(state: str, detail: str) -> CellStatus:
         return CellStatus(cell, state, detail, max(rows - 1, 0), len(attempts), started, seconds)
 
-    if (run_dir / "results.json").exists() and problem is None:
+    if folder.finished(cell) and problem is None:
         return status("done", progress)
     if is_locked(folder.lock(cell)):
         current = attempts[-1] if attempts else {}
@@ -213,9 +235,13 @@ def run_cell(
     retries: int,
     backend: str,
     command: list[str] | None = None,
+    requeue: bool = False,
 ) -> str:
     """Run one cell to the end: up to 1 + `retries` attempts, each resuming where the last
-    stopped; returns "done", "failed" or "running elsewhere". What every backend executes."""
+    stopped; returns "done", "failed" or "running elsewhere". What every backend executes.
+
+    A preempted attempt counts no retry: it is run again at once, or, with `requeue` (a
+    scheduler's job that requeues itself), the outcome is "preempted"."""
     folder = SweepFolder(Path(root))
     command = command or cell_command(folder.root, cell, threads)
     with hold_lock(folder.lock(cell), wait=LOCK_WAIT_SECONDS) as lock_fd:
@@ -226,16 +252,22 @@ def run_cell(
             if not attempt.get("ended"):  # we hold the lock, so its process is gone
                 attempt.update(ended=now(), error="interrupted: its process ended without a word")
         record["failed"] = None
-        for _ in range(1 + retries):
+        attempts = 1 + retries
+        while attempts:
             set_aside_corrupt(folder, cell)
-            if (folder.run_dir(cell) / "results.json").exists():
+            if folder.finished(cell):
                 write_json(folder.attempts(cell), record)
                 return "done"
             error, retry = _attempt(folder, cell, record, command, lock_fd, threads, backend)
             if error is None:
                 return "done"
+            if record["attempts"][-1].get("preempted"):
+                if requeue:
+                    return PREEMPTED
+                continue
             if not retry:  # bad input: another attempt would fail the same way
                 break
+            attempts -= 1
         log = str(folder.log(cell))
         record["failed"] = {"error": error, "log": log, "at": now()}
         write_json(folder.attempts(cell), record)
@@ -284,6 +316,8 @@ def _attempt(
             write_json(folder.attempts(cell), record)
             code = process.wait()
         error, retry = _error_of(folder, cell, code)
+        if code == EXIT_PREEMPTED:
+            entry["preempted"] = True
     except BaseException as err:  # a preempted SLURM job, Ctrl-C: the next attempt resumes
         error = f"interrupted: {type(err).__name__}"
         raise
@@ -308,17 +342,28 @@ def _error_of(folder: SweepFolder, cell: str, code: int) -> tuple[str | None, bo
         return report["error"], report["retry"]
     if code < 0:
         return f"killed by {signal.Signals(-code).name}", True
+    if code == EXIT_PREEMPTED:
+        return "preempted", True
     if code:
         return f"exited with code {code}", True
-    if not (folder.run_dir(cell) / "results.json").exists():
+    if not folder.finished(cell):
         return "exited without writing results.json", True
     problem = results_problem(folder.run_dir(cell))  # the next attempt sets it aside
     return problem, problem is not None
 
 
-def write_spec(folder: SweepFolder, cell: str, config: dict[str, Any], include: tuple) -> None:
-    """The cell's file, read by the process that runs it (possibly on another node)."""
+def write_spec(
+    folder: SweepFolder,
+    cell: str,
+    config: dict[str, Any],
+    include: tuple,
+    reference: dict[str, Any] | None = None,
+) -> None:
+    """The cell's file, read by the process that runs it (possibly on another node).
+    `reference`: a reference cell's {"key", "folder"}, where it stores its score."""
     spec = {"config": config, "include": list(include), "cwd": os.getcwd()}
+    if reference is not None:
+        spec["reference"] = reference
     path = folder.spec(cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, spec)

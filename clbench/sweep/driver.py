@@ -1,19 +1,21 @@
-"""The sweep itself: check the grid, prepare the cells, hand the unfinished ones to a backend,
-and afterwards print their status, write the report and figures, and submit."""
+"""The sweep itself: check the grid, prepare the cells, hand the unfinished ones to a backend
+(the reference cells first, then the cells whose references are done), and afterwards print
+their status, write the report and figures, and submit."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 from tabulate import tabulate
 
+from clbench.data.protocol import apply_protocol
 from clbench.errors import ClbenchError
-from clbench.results.io import read_json, write_text
+from clbench.results.io import read_json, write_json, write_text
 from clbench.sweep import backends
 from clbench.sweep.cells import (
     STATES,
@@ -26,6 +28,8 @@ from clbench.sweep.cells import (
     write_spec,
 )
 from clbench.sweep.grid import Cell, Grid
+from clbench.sweep.sharing import sharing_table
+from clbench.training.references import TRAINING_FILE
 
 Output = Callable[[str], None]
 
@@ -60,13 +64,33 @@ def run_sweep(grid: Grid, out: Output = print) -> list[CellStatus]:
             if round_:
                 out(f"{len(todo)} cells ended without a result; running them again")
             finished.clear()
-            backend(grid, todo, progress)
+            for batch in _batches(grid, folder, todo, out):
+                backend(grid, batch, progress)
             todo = [c for c in todo if _status(folder, c).state == "pending"]
         statuses = [_status(folder, cell) for cell in grid.cells]
     counts = Counter(s.state for s in statuses)
     summary = ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])
     out(f"{summary} ({time.monotonic() - started:.0f} s)")
     return statuses
+
+
+def _batches(
+    grid: Grid, folder: SweepFolder, todo: list[Cell], out: Output
+) -> Iterator[list[Cell]]:
+    """The cells to hand to the backend, in turn: the reference cells, then, once they have
+    run, the cells whose references are all done."""
+    references = [c for c in todo if c.reference is not None]
+    if references:
+        yield references
+    done = {
+        c.id for c in grid.cells if c.reference is not None and _status(folder, c).state == "done"
+    }
+    cells = [c for c in todo if c.reference is None]
+    ready = [c for c in cells if set(c.needs) <= done]
+    if len(ready) < len(cells):
+        out(f"{len(cells) - len(ready)} cells wait for references that did not finish")
+    if ready:
+        yield ready
 
 
 def _status(folder: SweepFolder, cell: Cell) -> CellStatus:
@@ -78,8 +102,9 @@ def _check_folders(grid: Grid, folder: SweepFolder) -> None:
     conflicts = []
     for cell in grid.cells:
         saved = folder.run_dir(cell.id) / "config.json"
-        if saved.exists():
-            previous, current = read_json(saved), cell.config.to_dict()
+        if saved.exists():  # the runner saves the config with its protocol applied
+            previous = read_json(saved)
+            current = apply_protocol(cell.config, grid.include).to_dict()
             differs = sorted(
                 k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
             )
@@ -95,8 +120,14 @@ def _check_folders(grid: Grid, folder: SweepFolder) -> None:
 def _prepare(grid: Grid, folder: SweepFolder, out: Output) -> list[Cell]:
     """Write each cell's file, set corrupt results aside; returns the cells to run."""
     todo = []
+    if grid.references is not None:  # how the folder's references train, for every cell
+        grid.references.mkdir(parents=True, exist_ok=True)
+        write_json(grid.references / TRAINING_FILE, grid.reference_training)
     for cell in grid.cells:
-        write_spec(folder, cell.id, cell.config.to_dict(), grid.include)
+        reference = None
+        if cell.reference is not None:
+            reference = {"key": cell.reference, "folder": str(grid.references)}
+        write_spec(folder, cell.id, cell.config.to_dict(), grid.include, reference)
         if is_locked(folder.lock(cell.id)):
             out(f"{_axes(cell)}: running elsewhere (a job of an earlier sweep); not started")
             continue
@@ -132,12 +163,21 @@ def status_table(grid: Grid) -> str:
     lines = [
         tabulate(rows, headers=headers, disable_numparse=True),
         "",
-        f"{len(statuses)} cells: " + ", ".join(f"{counts[state]} {state}" for state in STATES),
+        f"{len(statuses)} cells{_of_them_references(grid)}: "
+        + ", ".join(f"{counts[state]} {state}" for state in STATES),
     ]
     for cell, status in zip(grid.cells, statuses, strict=True):
         if status.state == "failed":
             lines.append(f"failed {_axes(cell)}: {status.detail} (log: {folder.log(cell.id)})")
+    shared = sharing_table(grid)
+    if shared:
+        lines += ["", shared]
     return "\n".join(lines) + "\n"
+
+
+def _of_them_references(grid: Grid) -> str:
+    count = sum(cell.reference is not None for cell in grid.cells)
+    return f" ({count} of them single-task references)" if count else ""
 
 
 def done_runs(grid: Grid) -> list[Path]:

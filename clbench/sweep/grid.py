@@ -20,6 +20,8 @@ SLURM_CLUSTERS = ("slurm", "local", "debug")  # submitit's executors: SLURM, or 
 # The sweep sets these for every cell: the cell's folder is <sweep>/runs/<cell id>.
 SWEEP_FIELDS = ("output", "run_id")
 METHOD_ENTRY_KEYS = ("name", "method_args")
+REFERENCE_PREFIX = "reference_"  # the ids of reference cells
+REFERENCE_AXIS = "reference"  # their column in `--status`: the task
 
 
 @dataclass
@@ -65,8 +67,8 @@ class GridFile:
     """The top level of a grid file, as written."""
 
     base: str | dict[str, Any] = field(default_factory=dict)
-    axes: dict[str, Any] = field(default_factory=dict)
-    references: bool = False
+    axes: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)
+    references: bool | dict[str, Any] = False
     output: str | None = None
     include: list[str] = field(default_factory=list)
     retries: int = 2
@@ -86,6 +88,8 @@ class Cell:
     config: RunConfig
     axes: dict[str, Any]
     stages: int  # tasks in its sequence
+    needs: tuple[str, ...] = ()  # the reference cells whose scores it reads
+    reference: dict[str, Any] | None = None  # a reference cell: the key it computes
 
 
 @dataclass
@@ -102,14 +106,23 @@ class Grid:
     slurm: SlurmOptions
     ray: RayOptions
     report: ReportOptions
+    references: Path | None = None  # the folder of the shared single-task references
+    reference_training: dict[str, Any] | None = None  # how they train (its training.json)
 
 
-def cell_id(config: RunConfig) -> str:
+def references_folder(sweep: Path) -> Path:
+    return sweep / "references"
+
+
+def cell_id(config: RunConfig, training: dict[str, Any] | None = None) -> str:
     """Readable, then a hash of every field that decides what the run computes: the same cell
-    has the same folder in every sweep, and two different cells never share one."""
+    has the same folder in every sweep, and two different cells never share one. `training`:
+    the cell reads the sweep's references, trained so (their folder is not part of the hash)."""
     from clbench.training.runner import default_run_id
 
     fields = {k: v for k, v in config.to_dict().items() if k not in SWEEP_FIELDS}
+    if training is not None:
+        fields["references"] = {"sweep": training}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return f"{default_run_id(config)}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
@@ -144,15 +157,25 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         minimum = 0 if name == "retries" else 1
         if getattr(spec, name) < minimum:
             raise ClbenchError(f"{path}: field {name!r} must be >= {minimum}")
-    if spec.references:
-        raise ClbenchError(
-            f"{path}: 'references: true' is reserved for the single-task reference cells, "
-            "which are not available yet; leave it out or set it to false"
-        )
     include = tuple(str((path.parent / p).resolve()) for p in spec.include)
     folder = Path(spec.output or Path("runs", "sweeps", path.stem)).resolve()
-    cells = _expand(base, spec.axes, path, folder)
-    _check_names(cells, include, path)
+    training = _reference_training(spec.references, base, include, path)
+    blocks = spec.axes if isinstance(spec.axes, list) else [spec.axes]
+    cells: dict[str, Cell] = {}
+    for i, axes in enumerate(blocks):
+        where = f"{path}: axes block {i + 1}" if isinstance(spec.axes, list) else path
+        if not isinstance(axes, dict):
+            raise ClbenchError(f"{where}: expected a mapping from fields to lists of values")
+        _expand(base, axes, where, folder, training, cells)
+    axis_names = list(dict.fromkeys(name for axes in blocks for name in axes))
+    for cell in cells.values():  # an axis of another block: this cell's value of the field
+        for name in axis_names:
+            cell.axes.setdefault(name, getattr(cell.config, name))
+    runs = list(cells.values())
+    applied = _check_names(runs, include, path)
+    references = references_folder(folder) if training is not None else None
+    if references is not None:
+        runs = _reference_cells(runs, applied, training, references, include)
     resources = build_dataclass(Resources, spec.resources, f"{path}: resources")
     _check_resources(resources, path)
     slurm = build_dataclass(SlurmOptions, spec.slurm, f"{path}: slurm")
@@ -162,8 +185,8 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     return Grid(
         path=path,
         folder=folder,
-        cells=cells,
-        axes=list(spec.axes),
+        cells=runs,
+        axes=([REFERENCE_AXIS] if references else []) + axis_names,
         include=include,
         retries=spec.retries,
         backend=spec.backend,
@@ -172,7 +195,78 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         slurm=slurm,
         ray=build_dataclass(RayOptions, spec.ray, f"{path}: ray"),
         report=build_dataclass(ReportOptions, spec.report, f"{path}: report"),
+        references=references,
+        reference_training=training,
     )
+
+
+def _reference_training(
+    setting: bool | dict[str, Any], base: dict[str, Any], include: tuple[str, ...], path: Path
+) -> dict[str, Any] | None:
+    """How the grid's references train (None without `references`): the fields of the
+    `references` mapping, else of `base`, else of base's protocol, else RunConfig's defaults."""
+    from clbench.data.protocol import load_protocol
+    from clbench.training.references import TRAINING_FIELDS
+
+    if setting is False:
+        return None
+    given = {} if setting is True else setting
+    if not isinstance(given, dict):
+        raise ClbenchError(f"{path}: 'references' must be true, false or a mapping")
+    unknown = sorted(set(given) - set(TRAINING_FIELDS))
+    if unknown:
+        raise unknown_name(f"field of 'references' in {path}:", unknown[0], TRAINING_FIELDS)
+    protocol = base.get("protocol")
+    fixed = load_protocol(protocol, include).config if isinstance(protocol, str) else {}
+    defaults = RunConfig()
+    training = {
+        name: given.get(name, base.get(name, fixed.get(name, getattr(defaults, name))))
+        for name in TRAINING_FIELDS
+    }
+    RunConfig.from_dict(training, origin=f"{path}: references").validate()
+    return training
+
+
+def _reference_cells(
+    cells: list[Cell],
+    applied: list[RunConfig],
+    training: dict[str, Any],
+    folder: Path,
+    include: tuple[str, ...],
+) -> list[Cell]:
+    """One reference cell per distinct reference key of the grid's cells, first, and the cells
+    with `references` set to their folder and the ids of the reference cells they need. A
+    reference cell's fields outside its key come from the first cell that needs it."""
+    from clbench.data import registry
+    from clbench.training.references import (
+        key_hash,
+        reference_config,
+        reference_key,
+        with_training,
+    )
+    from clbench.training.runner import default_run_id
+
+    references: dict[str, Cell] = {}
+    ready = []
+    for cell, config in zip(cells, applied, strict=True):
+        trained = with_training(config, training)
+        needs = []
+        for task in registry.load_sequence(config.sequence, include).tasks:
+            key = reference_key(trained, task, include)
+            digest = key_hash(key)
+            single = reference_config(trained, key, folder, output=str(cell.config.output))
+            ident = f"{REFERENCE_PREFIX}{default_run_id(single)}_{digest[:12]}"
+            if ident not in references:
+                single.run_id = ident
+                axes = {
+                    REFERENCE_AXIS: task,
+                    **{k: getattr(single, k) for k in cell.axes if k in key},
+                }
+                references[ident] = Cell(ident, single, axes, 1, reference=key)
+            needs.append(ident)
+        cell.config.references = str(folder)
+        ready.append(Cell(cell.id, cell.config, cell.axes, cell.stages, needs=tuple(needs)))
+    return [*references.values(), *ready]
 
 
 def _base(base: str | dict[str, Any], path: Path) -> dict[str, Any]:
@@ -193,7 +287,15 @@ def _base(base: str | dict[str, Any], path: Path) -> dict[str, Any]:
     return base
 
 
-def _expand(base: dict[str, Any], axes: dict[str, Any], path: Path, folder: Path) -> list[Cell]:
+def _expand(
+    base: dict[str, Any],
+    axes: dict[str, Any],
+    path: Path | str,
+    folder: Path,
+    training: dict[str, Any] | None,
+    cells: dict[str, Cell],
+) -> None:
+    """Add the cells of one block of axes to `cells` (by id), refusing one seen before."""
     known = [name for name in RunConfig.__dataclass_fields__ if name not in SWEEP_FIELDS]
     for name, values in axes.items():
         if name in (*SWEEP_FIELDS, "method_args"):
@@ -211,7 +313,6 @@ def _expand(base: dict[str, Any], axes: dict[str, Any], path: Path, folder: Path
     methods = [
         _method_entry(value, i, axes, path) for i, value in enumerate(axes.get("method", []))
     ]
-    cells: dict[str, Cell] = {}
     for picks in itertools.product(*(range(len(values)) for values in axes.values())):
         fields, labels = dict(base), {}
         for (name, values), pick in zip(axes.items(), picks, strict=True):
@@ -222,7 +323,12 @@ def _expand(base: dict[str, Any], axes: dict[str, Any], path: Path, folder: Path
                 fields[name] = labels[name] = values[pick]
         where = ", ".join(f"{k}={v}" for k, v in labels.items()) or "the only cell"
         config = RunConfig.from_dict(fields, origin=f"{path}: cell ({where})")
-        ident = cell_id(config)
+        if training is not None and config.references != "none":
+            raise ClbenchError(
+                f"{path}: cell ({where}) sets references, which the grid's 'references' sets "
+                "for every cell"
+            )
+        ident = cell_id(config, training)
         config.output, config.run_id = str(folder / "runs"), ident
         if ident in cells:
             other = cells[ident]
@@ -234,11 +340,10 @@ def _expand(base: dict[str, Any], axes: dict[str, Any], path: Path, folder: Path
                 + ("" if same else f"would write the same folder {ident} with different configs")
             )
         cells[ident] = Cell(ident, config, labels, 0)
-    return list(cells.values())
 
 
 def _method_entry(
-    value: Any, index: int, axes: dict[str, Any], path: Path
+    value: Any, index: int, axes: dict[str, Any], path: Path | str
 ) -> tuple[str, dict[str, Any]]:
     """A method of the method axis: its name, or {name, method_args, other RunConfig fields}.
     Returns its label in tables and the fields it sets."""
@@ -262,13 +367,17 @@ def _method_entry(
     return label, {**fields, "method": value["name"], "method_args": args}
 
 
-def _check_names(cells: list[Cell], include: tuple[str, ...], path: Path) -> None:
-    """Every method (with its arguments), sequence and task exists; counts each cell's stages."""
+def _check_names(cells: list[Cell], include: tuple[str, ...], path: Path) -> list[RunConfig]:
+    """Every method (with its arguments), sequence, task and protocol exists and every cell
+    follows its protocol; counts each cell's stages (in place). Returns the cells' configs with
+    their protocols applied, as the runner will run them."""
     from clbench.data import registry
+    from clbench.data.protocol import apply_protocol
     from clbench.methods import create_method
 
     methods: set[str] = set()
     stages: dict[str, int] = {}
+    applied = []
     for i, cell in enumerate(cells):
         config = cell.config
         key = json.dumps([config.method, config.method_args], sort_keys=True)
@@ -281,9 +390,11 @@ def _check_names(cells: list[Cell], include: tuple[str, ...], path: Path) -> Non
                 for task in sequence.tasks:
                     registry.load_task(task, include)
                 stages[config.sequence] = len(sequence.tasks)
+            applied.append(apply_protocol(config, include))
         except ClbenchError as err:
             raise ClbenchError(f"{path}: cell {cell.axes or '(base)'}: {err}") from err
         cells[i] = Cell(cell.id, config, cell.axes, stages[config.sequence])
+    return applied
 
 
 def _check_resources(resources: Resources, path: Path) -> None:

@@ -8,6 +8,11 @@ score, and is reused by every run whose key is the same:
     <folder>/<hash>.json              {"key": {...}, "score": 0.83, "run": "runs/<hash>"}
     <folder>/runs/<hash>/             the reference run (results.json and its config)
     <folder>/sequences/<task>.yaml    its one-task sequence
+    <folder>/training.json            optional: {"peft", "lora_r", "lora_alpha"} of every
+                                      reference of the folder, whatever the run's own PEFT
+
+A folder's `training.json` lets runs of methods with different PEFT settings (a sweep's
+`--peft lora` methods and those that build their own adapters) share one set of references.
 
 `ensure_references(config)` returns S for the config's sequence, computing what is missing;
 `attached_references(config)` is what the runner records, following `config.references`.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +35,11 @@ from clbench.data.protocol import load_protocol
 from clbench.errors import ClbenchError
 from clbench.results.io import read_json, write_json
 
+# How a reference trains; a folder's TRAINING_FILE may fix them for all its references.
+TRAINING_FIELDS = ("peft", "lora_r", "lora_alpha")
+TRAINING_FILE = "training.json"
 # The config fields that decide a reference's score, beside the task and the protocol.
-KEY_FIELDS = ("model", "peft", "lora_r", "lora_alpha", "seed", *BUDGET_FIELDS)
+KEY_FIELDS = ("model", *TRAINING_FIELDS, "seed", *BUDGET_FIELDS)
 # Named first when a stored reference differs from the one asked for.
 MAIN_FIELDS = ("protocol", "model")
 REFERENCE_METHOD = "seq-ft"
@@ -66,17 +75,29 @@ def ensure_references(
     missing are computed (and stored) when `compute`, else refused. A folder holding a task's
     reference made under another protocol or model is refused, naming the difference."""
     folder = reference_folder(config if config.references != "none" else _computing(config))
+    trained = with_training(config, folder_training(folder))
     sequence = registry.load_sequence(config.sequence, include)
     scores = []
     for task in sequence.tasks:
-        key = reference_key(config, task, include)
+        key = reference_key(trained, task, include)
         path = folder / f"{key_hash(key)}.json"
         if not path.is_file():
             if not compute:
                 raise ClbenchError(_missing(folder, key))
-            _compute(config, key, folder, include)
+            compute_reference(reference_config(trained, key, folder), key, folder, include)
         scores.append(read_json(path)["score"])
     return scores
+
+
+def folder_training(folder: Path) -> dict[str, Any]:
+    """The training a reference folder fixes for its references (empty if it fixes none)."""
+    path = folder / TRAINING_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def with_training(config: RunConfig, training: dict[str, Any]) -> RunConfig:
+    """`config` with the reference training `training` (fields of TRAINING_FIELDS)."""
+    return dataclasses.replace(config, **{k: training[k] for k in TRAINING_FIELDS if k in training})
 
 
 def attached_references(config: RunConfig, include: tuple[str, ...] = ()) -> list[float] | None:
@@ -94,41 +115,59 @@ def _computing(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, references="compute")
 
 
-def _compute(
-    config: RunConfig, key: dict[str, Any], folder: Path, include: tuple[str, ...]
-) -> None:
-    """Run the config on the one-task sequence of `key["task"]` and store its score."""
-    from clbench.training.runner import run  # the runner imports this module
-
-    task, digest = key["task"], key_hash(key)
-    sequence = folder / "sequences" / f"{task}.yaml"
-    sequence.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"name": f"single-{task}", "tasks": [task]}
-    sequence.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    single = dataclasses.replace(
+def reference_config(
+    config: RunConfig,
+    key: dict[str, Any],
+    folder: Path,
+    output: str | None = None,
+    run_id: str | None = None,
+) -> RunConfig:
+    """The run that computes `key`'s reference: `config` (protocol applied, reference training
+    set) as seq-ft on the one-task sequence of the key's task, in `output`/`run_id` (default:
+    the folder's runs/<key hash>)."""
+    return dataclasses.replace(
         config,
-        sequence=str(sequence),
+        sequence=str(folder / "sequences" / f"{key['task']}.yaml"),
         method=REFERENCE_METHOD,
         method_args={},
         protocol=None,  # applied already; its sequences do not list the one-task sequence
         references="none",
         probes=None,
-        output=str(folder / "runs"),
-        run_id=digest,
+        output=output or str(folder / "runs"),
+        run_id=run_id or key_hash(key),
     )
-    run_dir = Path(single.output) / digest
-    resume = (run_dir / "config.json").exists()
+
+
+def compute_reference(
+    single: RunConfig,
+    key: dict[str, Any],
+    folder: Path,
+    include: tuple[str, ...] = (),
+    row0_cache: Path | None = None,
+) -> float:
+    """Run `single` (from `reference_config`), or finish it, and store its score as `key`'s
+    reference in `folder`."""
+    from clbench.training.runner import run, run_dir_of  # the runner imports this module
+
+    sequence = Path(single.sequence)
+    sequence.parent.mkdir(parents=True, exist_ok=True)
+    spec = {"name": f"single-{key['task']}", "tasks": [key["task"]]}
+    sequence.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    run_dir = run_dir_of(single)
     if not (run_dir / "results.json").exists():
-        run_dir = run(single, resume=resume, include=include)
-    results = read_json(run_dir / "results.json")
-    content = {"key": key, "score": results["matrix"][1][0], "run": f"runs/{digest}"}
-    write_json(folder / f"{digest}.json", content)
+        resume = (run_dir / "config.json").exists()
+        run_dir = run(single, resume=resume, include=include, row0_cache=row0_cache)
+    score = read_json(run_dir / "results.json")["matrix"][1][0]
+    where = os.path.relpath(run_dir, folder)
+    write_json(folder / f"{key_hash(key)}.json", {"key": key, "score": score, "run": where})
+    return score
 
 
 def _missing(folder: Path, key: dict[str, Any]) -> str:
     """Why `folder` has no reference for `key`: what the stored ones of its task differ in."""
     task = key["task"]
-    stored = [read_json(path)["key"] for path in sorted(folder.glob("*.json"))]
+    paths = sorted(p for p in folder.glob("*.json") if p.name != TRAINING_FILE)
+    stored = [read_json(path)["key"] for path in paths]
     same_task = [found for found in stored if found.get("task") == task]
     if not same_task:
         return f"reference folder {folder} has no reference for task {task!r}"

@@ -159,6 +159,18 @@ def test_local_pool(grid_file, uninterrupted, cell_env, tmp_path):
     assert {p.suffix for p in report[2:]} == {".pdf"} and len(report) == 6  # cost too
 
 
+def test_local_pool_a_preempted_cell_is_run_again_not_failed(
+    grid_file, uninterrupted, cell_env, tmp_path
+):
+    # SIGTERM to the cell's process: the worker stops with exit code 75, and the next attempt,
+    # which uses no retry (retries 0 here), resumes the cell.
+    note = kill_when_paused(cell_env, "pid", signal.SIGTERM)
+    overrides = {"backend": "local", "workers": 2, "retries": 0, "output": str(tmp_path / "s")}
+    check_sweep(grid_file, overrides, note, uninterrupted)
+    first = SweepFolder(tmp_path / "s").record(note["run_id"])["attempts"][0]
+    assert first["preempted"] is True and first["error"] == "preempted by SIGTERM"
+
+
 def test_submitit_local_executor(grid_file, uninterrupted, cell_env, tmp_path):
     if importlib.util.find_spec("submitit") is None:
         pytest.skip("submitit is not installed")
@@ -170,6 +182,22 @@ def test_submitit_local_executor(grid_file, uninterrupted, cell_env, tmp_path):
     record = SweepFolder(tmp_path / "sweep").record(note["run_id"])
     assert record["attempts"][0]["error"] == "interrupted: SystemExit"
     assert list((tmp_path / "sweep" / "slurm").glob("*/*_log.out"))  # submitit's logs
+
+
+def test_submitit_requeues_a_job_whose_cell_was_preempted(
+    grid_file, uninterrupted, cell_env, tmp_path
+):
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip("submitit is not installed")
+    # SIGTERM to the cell's own process: its exit code 75 makes the job requeue itself.
+    note = kill_when_paused(cell_env, "pid", signal.SIGTERM)
+    options = {"cluster": "local", "time": 30}
+    overrides = {"backend": "slurm", "slurm": options, "output": str(tmp_path / "sweep")}
+    check_sweep(grid_file, overrides, note, uninterrupted)
+    first = SweepFolder(tmp_path / "sweep").record(note["run_id"])["attempts"][0]
+    assert first["preempted"] is True
+    logs = "".join(p.read_text() for p in (tmp_path / "sweep" / "slurm").glob("*/*_log.*"))
+    assert "Requeued job" in logs  # submitit's own requeue, not another attempt in the job
 
 
 def test_ray_local_cluster(grid_file, uninterrupted, cell_env, tmp_path):

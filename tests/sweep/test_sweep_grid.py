@@ -103,7 +103,15 @@ def test_flags_override_the_grid_file(tiny_tasks, tmp_path):
             "sets peft, which the grid also sets as an axis",
         ),
         ({"axes": {"seed": [1, 1]}}, "are the same run"),
-        ({"references": True}, "'references: true' is reserved"),
+        ({"references": {"lora_rank": 4}}, "unknown field of 'references'.*lora_rank"),
+        ({"references": {"peft": "adapters"}}, "references.*peft"),
+        (
+            {"references": True, "axes": {"references": ["compute"]}},
+            r"cell \(references=compute\) sets references, which the grid's 'references' sets",
+        ),
+        ({"axes": [{"seed": [0]}, "lr"]}, "axes block 2: expected a mapping"),
+        ({"axes": [{"seed": [0]}, {"seed": [0]}]}, "are the same run"),
+        ({"base": {**BASE, "protocol": "cpu-small"}}, "contradicts protocol .cpu-small."),
         ({"base": {**BASE, "run_id": "x"}}, "base sets run_id, which the sweep sets"),
         ({"base": {**BASE, "steps": 3}}, "unknown field.*steps"),
         ({"backend": "kubernetes"}, "unknown backend 'kubernetes'"),
@@ -123,7 +131,7 @@ def test_bad_grids_fail_before_any_cell_with_one_clear_error(tiny_tasks, tmp_pat
 
 
 def test_two_configs_in_one_folder_are_refused(tiny_tasks, tmp_path, monkeypatch):
-    monkeypatch.setattr("clbench.sweep.grid.cell_id", lambda config: "same")
+    monkeypatch.setattr("clbench.sweep.grid.cell_id", lambda config, training: "same")
     with pytest.raises(ClbenchError, match="write the same folder same with different configs"):
         load_grid(write_grid(tmp_path, tiny_tasks, axes={"seed": [0, 1]}))
 
@@ -321,6 +329,28 @@ def test_a_failing_cell_is_retried_then_marked_failed_with_its_error_and_log(gri
     assert folder.record(cell.id)["failed"]["error"] == "ClbenchError: no data"
 
 
+def test_a_preempted_attempt_uses_no_retry(grid, tmp_path):
+    folder = SweepFolder(grid.folder)
+    cell = grid.cells[0]
+    write_spec(folder, cell.id, cell.config.to_dict(), grid.include)
+    marker = tmp_path / "preempted-once"
+    # Exit code 75 (preempted) the first time, then a failure.
+    script = (
+        f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); "
+        "sys.exit(3 if m.exists() else (m.touch() or 75))"
+    )
+    command = [sys.executable, "-c", script]
+    assert run_cell(grid.folder, cell.id, 1, 0, "local", command) == "failed"
+    attempts = folder.record(cell.id)["attempts"]
+    assert [(a["error"], a.get("preempted")) for a in attempts] == [
+        ("preempted", True),
+        ("exited with code 3", None),
+    ]
+    # A job that requeues itself (slurm) gets the cell back as "preempted".
+    marker.unlink()
+    assert run_cell(grid.folder, cell.id, 1, 0, "slurm", command, requeue=True) == "preempted"
+
+
 def test_the_sweep_goes_on_past_a_failed_cell(grid, monkeypatch, capsys):
     """The driver with a stand-in backend: cell 2 fails, the others finish."""
 
@@ -404,14 +434,23 @@ def test_a_second_sweep_on_the_same_folder_is_refused(grid):
         driver.run_sweep(grid)
 
 
-def test_the_baselines_grid_runs_every_method_on_one_budget():
+def test_the_baselines_grid_runs_every_method_under_the_protocol_with_references():
     root = next(p for p in Path(__file__).parents if (p / "benchmarks").is_dir())
     grid = load_grid(root / "benchmarks" / "baselines_grid.yaml")
-    assert len(grid.cells) == 42 and [c.config.seed for c in grid.cells[::14]] == [0, 1, 2]
+    references = [c for c in grid.cells if c.reference is not None]
+    cells = [c for c in grid.cells if c.reference is None]
+    # 4 tasks x 3 seeds, shared by both orders and every method; 14 x 3 + 6 x 3 cells.
+    assert grid.cells[: len(references)] == references and len(references) == 12
+    assert {(r.reference["peft"], r.reference["lora_r"]) for r in references} == {("lora", 8)}
+    assert len(cells) == 60
+    first = [(c.config.method, c.config.seed) for c in cells[:9]]
+    assert first == [(m, s) for m in ("seq-ft", "replay", "joint") for s in (0, 1, 2)]
     own = {"lora-seq", "o-lora", "prompt-tuning", "block-expansion"}
-    for cell in grid.cells:
+    for cell in cells:
         config = cell.config
         assert config.peft == (None if config.method in own else "lora"), config.method
-        budget = (config.sequence, config.steps_per_task, config.lr, config.max_test_examples)
-        assert budget == ("standard-cl-order1", 4, 1e-3, 16)
-    assert len({c.config.method for c in grid.cells}) == 14
+        assert config.protocol == "cpu-small" and config.references == str(grid.references)
+        assert len(cell.needs) == 4
+    assert len({c.config.method for c in cells}) == 14
+    order2 = {c.config.method for c in cells if c.config.sequence == "standard-cl-order2"}
+    assert order2 == {"seq-ft", "replay", "joint", "o-lora", "ewc", "ssr"}

@@ -1,12 +1,15 @@
 """The `slurm` backend: one submitit job array per sweep, one job per cell.
 
 A job that SLURM preempts or times out gets submitit's signal; `CellJob` is checkpointable, so
-submitit requeues it and the requeued job resumes the cell from its last finished stage.
+submitit requeues it and the requeued job resumes the cell from its last finished stage. A
+cell's worker stopped by a preemption signal of its own (exit code 75) takes the same way: the
+job raises submitit's signal itself.
 submitit's files (job scripts, stdout and stderr of each job) go to <sweep>/slurm/.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from typing import Any
 
@@ -14,7 +17,7 @@ import submitit
 
 from clbench.errors import ClbenchError
 from clbench.sweep.backends import Progress, command
-from clbench.sweep.cells import run_cell
+from clbench.sweep.cells import PREEMPTED, run_cell
 from clbench.sweep.grid import Cell, Grid, slurm_minutes
 
 
@@ -26,7 +29,14 @@ class CellJob(submitit.helpers.Checkpointable):
         self.root, self.threads, self.retries, self.commands = root, threads, retries, commands
 
     def __call__(self, cell: str) -> str:
-        return run_cell(self.root, cell, self.threads, self.retries, "slurm", self.commands[cell])
+        command = self.commands[cell]
+        outcome = run_cell(self.root, cell, self.threads, self.retries, "slurm", command, True)
+        requeue = submitit.JobEnvironment._usr_sig()
+        if outcome == PREEMPTED and callable(signal.getsignal(requeue)):
+            # submitit's handler checkpoints this job as it is and requeues it; without one
+            # (cluster: debug runs jobs in the sweep's process) the sweep runs the cell again.
+            signal.raise_signal(requeue)
+        return outcome
 
 
 def parameters(grid: Grid) -> dict[str, Any]:

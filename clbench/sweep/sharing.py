@@ -1,0 +1,57 @@
+"""The time a sweep saved by sharing row 0 and the single-task references between its cells,
+from the files alone: each shared piece was computed once, and every other cell that used it
+would otherwise have computed it again, so it saved (cells that used it - 1) x its seconds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tabulate import tabulate
+
+from clbench.results.io import read_json
+from clbench.sweep.cells import SweepFolder, results_problem
+from clbench.sweep.grid import Grid
+
+
+def sharing_table(grid: Grid) -> str:
+    """One row per kind of shared piece: how many were computed, how many cells used them,
+    their seconds (each once) and the seconds saved; empty if the sweep shared nothing yet."""
+    folder = SweepFolder(grid.folder)
+    done = {cell.id for cell in grid.cells if _done(folder.run_dir(cell.id))}
+    rows = []
+    # Row 0: the cells that reused one name the cell that evaluated it.
+    reusers = Counter(
+        row0["source"]
+        for cell in done
+        if (row0 := read_json(folder.run_dir(cell) / "results.json").get("row0"))
+    )
+    if reusers:
+        seconds = {source: _stage_seconds(folder.run_dir(source), first=True) for source in reusers}
+        users = sum(reusers.values()) + len(reusers)
+        saved = sum(count * seconds[source] for source, count in reusers.items())
+        rows.append(["row 0", len(reusers), users, sum(seconds.values()), saved])
+    # References: every cell that reads one, finished, used it.
+    references = [cell for cell in grid.cells if cell.reference is not None and cell.id in done]
+    if references:
+        uses = Counter(need for cell in grid.cells if cell.id in done for need in cell.needs)
+        seconds = {cell.id: _stage_seconds(folder.run_dir(cell.id)) for cell in references}
+        saved = sum(max(uses[ref] - 1, 0) * seconds[ref] for ref in seconds)
+        used = sum(uses[ref] for ref in seconds)
+        rows.append(["references", len(references), used, sum(seconds.values()), saved])
+    if not rows:
+        return ""
+    headers = ["shared", "computed", "used by cells", "seconds (each once)", "seconds saved"]
+    table = tabulate(rows, headers=headers, floatfmt=".0f")
+    total = sum(row[-1] for row in rows)
+    return f"{table}\ntime saved by sharing: {total:.0f} s"
+
+
+def _done(run_dir: Path) -> bool:
+    return (run_dir / "results.json").exists() and results_problem(run_dir) is None
+
+
+def _stage_seconds(run_dir: Path, first: bool = False) -> float:
+    """Training and evaluation seconds of a run's stages (row 0's alone with `first`)."""
+    stages = read_json(run_dir / "state.json")["stages"]
+    return sum(s["train_seconds"] + s["eval_seconds"] for s in stages[: 1 if first else None])
