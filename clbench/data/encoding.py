@@ -13,12 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from clbench.errors import ClbenchError
+
 if TYPE_CHECKING:
     from clbench.data.task import Example
 
 
 def encode_prompt(tokenizer: Any, prompt: str, max_tokens: int) -> list[int]:
     """Prompt ids, cut on the left to at most `max_tokens` (the end of a prompt matters most)."""
+    if max_tokens < 1:  # `ids[-0:]` would keep the whole prompt
+        raise ClbenchError(
+            f"max_length leaves no room for the prompt ({max_tokens} tokens): the answer, its "
+            "longest option or max_new_tokens takes it all; raise --max-length"
+        )
     ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     return ids[-max_tokens:]
 

@@ -95,6 +95,16 @@ def test_prompts_cut_on_the_left_when_prompt_and_options_exceed_max_length(tiny)
     assert ranked == [max(range(len(OPTIONS)), key=lambda i: (row[i], -i)) for row in expected]
 
 
+@pytest.mark.parametrize("max_length", [3, 1])
+def test_options_that_fill_max_length_are_refused_not_scored_on_the_whole_prompt(tiny, max_length):
+    """With no room left for the prompt, `ids[-0:]` used to keep all of it, past max_length."""
+    options = [" so-so indeed", " bad"]
+    longest = max(len(encode_target(tiny.tokenizer, o)) for o in options)
+    assert longest >= max_length
+    with pytest.raises(ClbenchError, match="no room for the prompt"):
+        rank_options(tiny.model, tiny.tokenizer, PROMPTS, options, 2, max_length, CPU, "t")
+
+
 def test_one_pass_scores_a_lora_model(tiny):
     loaded = load_model("tiny-random")
     torch.manual_seed(0)
