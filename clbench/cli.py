@@ -314,7 +314,9 @@ def _leaderboard_options(parser: argparse.ArgumentParser) -> None:
         "--leaderboard", default="leaderboard", metavar="DIR", help="(default: leaderboard)"
     )
     parser.add_argument(
-        "--data-dir", help="the local mirror, for data fingerprints (default: $CLBENCH_DATA_DIR)"
+        "--data-dir",
+        help="the local mirror, for data fingerprints and verification (default: "
+        "$CLBENCH_DATA_DIR)",
     )
 
 
@@ -329,7 +331,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from clbench.leaderboard.submission import validate_all
+    from clbench.leaderboard.submission import VERIFIED, validate_all
 
     checked = validate_all(Path(args.leaderboard), args.data_dir)
     for result in checked:
@@ -337,8 +339,12 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
         for flag in result.flags:
             print(f"flag: {result.path}: {flag}")
+        if result.ok:
+            why = f" ({'; '.join(result.unverified)})" if result.unverified else ""
+            print(f"{result.status}: {result.path}{why}")
     bad = sum(not result.ok for result in checked)
-    print(f"{len(checked) - bad} of {len(checked)} submissions valid")
+    verified = sum(result.status == VERIFIED for result in checked)
+    print(f"{len(checked) - bad} of {len(checked)} submissions valid, {verified} verified")
     return 1 if bad else 0
 
 

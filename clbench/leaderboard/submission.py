@@ -3,10 +3,15 @@
     leaderboard/submissions/<sequence>/<name>__<model>.json
     {"submission_version": 1, "name", "sequence", "method", "model", "paper", "code",
      "flags": [...], "runs": [<results.json>, ...]}
+    leaderboard/submissions/<sequence>/<name>__<model>/<run>/predictions/row<k>/<task>.jsonl
 
 `<sequence>` is the sequence group: the runs of `standard-cl-order1..3` share one file. The
-validator trusts nothing in a file: it re-derives every metric from the matrix and every data
-fingerprint from the registered task, and its errors name the file and the field.
+folder beside the file holds the logged predictions of the runs that kept them, each run's
+(`<run>`: its sequence and seed) laid out as in its own run folder. The validator trusts
+nothing in a file: it re-derives every metric from the matrix and every data fingerprint from
+the registered task, and its errors name the file and the field. A submission whose every cell
+it also recomputes from the predictions (clbench.leaderboard.verify) is "verified"; any other
+valid one is "self-reported".
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import json
 import math
 import numbers
 import re
+import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,10 @@ from typing import Any
 from clbench import metrics
 from clbench.data import registry
 from clbench.data.protocol import budget_differences, load_protocol
+from clbench.data.task import TaskData
 from clbench.errors import ClbenchError
+from clbench.evaluation.predictions import verified
+from clbench.leaderboard.verify import check_run, same, show
 from clbench.results.compare import comparable_groups
 from clbench.results.io import write_json
 from clbench.results.load import read_runs, runs_frame, split_order
@@ -33,13 +43,14 @@ from clbench.results.schema import Results, ResultsError, TaskInfo
 SUBMISSION_VERSION = 1
 MAX_BYTES = 5_000_000  # a 3-order x 5-seed submission of a 20-task sequence is ~2 MB
 MIN_SEEDS = 3
-TOLERANCE = 1e-9  # metrics are recomputed in float64 from the same numbers
 PICKLE_MAGIC = (b"\x80", b"(dp", b"(lp", b"ccopy_reg")  # protocol 2+ and protocol 0 openings
 URL = re.compile(r"https?://[^\s<>\"']+\Z", re.IGNORECASE)
 REQUIRED_BUDGET = ("batch_size", "lr", "lr_scheduler", "max_length")
 # Where a run was written and read its data and probes on the submitter's machine: not published.
 PRIVATE_CONFIG = ("output", "data_dir", "probe_include")
 PEFT_NAMES = {"lora": "LoRA"}
+VERIFIED, SELF_REPORTED = "verified", "self-reported"
+NO_DATA = "cannot verify: data not found"
 
 
 @dataclass
@@ -51,10 +62,16 @@ class Checked:
     flags: list[str] = field(default_factory=list)
     submission: dict[str, Any] | None = None
     runs: list[Results] = field(default_factory=list)  # the submission's, when it is valid
+    unverified: list[str] = field(default_factory=list)  # why a valid one is self-reported
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def status(self) -> str:
+        """ "verified" when every cell of every run was recomputed from its predictions."""
+        return VERIFIED if self.ok and self.runs and not self.unverified else SELF_REPORTED
 
 
 def read_submission(path: Path) -> dict[str, Any]:
@@ -96,12 +113,19 @@ def validate_file(path: Path, data_dir: str | None = None) -> Checked:
     except ClbenchError as err:
         checked.errors.append(str(err))
         return checked
-    validator = _Validator(data_dir)
+    validator = _Validator(data_dir, lambda run: run_folder(path, run))
     checked.errors = [f"{path}: {problem}" for problem in validator.submission(submission)]
     if checked.ok:
         checked.submission, checked.runs = submission, validator.runs
         checked.flags = flags(checked.runs)
+        checked.unverified = validator.unverified()
     return checked
+
+
+def run_folder(path: Path, run: Results) -> Path:
+    """Where the submission at `path` keeps the predictions of `run`: a folder laid out as the
+    run's own, named by its sequence and seed (unique within a submission)."""
+    return path.with_suffix("") / _slug(f"{run.sequence.name}-seed{run.seed}")
 
 
 def flags(runs: list[Results]) -> list[str]:
@@ -121,12 +145,16 @@ def flags(runs: list[Results]) -> list[str]:
 
 class _Validator:
     """Collects problems as `field: why` strings; task data is loaded once per budget. The runs
-    of a valid submission are left in `runs`."""
+    of a valid submission are left in `runs`; `unverified` says why it cannot be verified.
+    `run_dir` gives the folder that holds a run's predictions."""
 
-    def __init__(self, data_dir: str | None) -> None:
+    def __init__(self, data_dir: str | None, run_dir: Callable[[Results], Path]) -> None:
         self.data_dir = data_dir
-        self.fingerprints: dict[tuple, dict[str, str] | str] = {}
+        self.run_dir = run_dir
+        self.data: dict[tuple, TaskData | str] = {}  # a load error where the data is absent
         self.runs: list[Results] = []
+        self.missing: dict[str, str] = {}  # task name -> why its data cannot be loaded here
+        self.without_predictions = 0  # runs
 
     def submission(self, sub: dict[str, Any]) -> list[str]:
         problems = []
@@ -175,11 +203,11 @@ class _Validator:
         for key in ("max_train_examples", "max_test_examples"):
             value = budget.get(key)
             if value is not None and (type(value) is not int or value < 1):
-                problems.append(f"budget.{key} is {_show(value)}; expected an integer >= 1 or null")
+                problems.append(f"budget.{key} is {show(value)}; expected an integer >= 1 or null")
         problems += self.protocol(run)
         if problems:
             return problems
-        return self.sequence(run, sub) or self.numbers(run)
+        return self.sequence(run, sub) or self.numbers(run) or self.predictions(run)
 
     def protocol(self, run: Results) -> list[str]:
         """A run that names a protocol has the registered version and follows its budget."""
@@ -224,20 +252,12 @@ class _Validator:
             for key, want in [("family", task.family), ("metric", task.metric)]
             if getattr(recorded, key) != want
         ]
-        limits = (budget.get("max_train_examples"), budget.get("max_test_examples"))
-        key = (task.name, *map(repr, limits))
-        if key not in self.fingerprints:
-            try:
-                data = task.load(self.data_dir, *limits)
-                self.fingerprints[key] = {
-                    "fingerprint": data.fingerprints["test"],
-                    "train_fingerprint": data.fingerprints["train"],
-                }
-            except ClbenchError as err:
-                self.fingerprints[key] = f"cannot check the data fingerprints: {err}"
-        registered = self.fingerprints[key]
-        if isinstance(registered, str):
-            return [*problems, registered]
+        data = self.task_data(recorded.name, budget)
+        if isinstance(data, str):  # no mirror here: the entry stays self-reported
+            self.missing.setdefault(recorded.name, data)
+            return problems
+        registered = {"fingerprint": data.fingerprints["test"]}
+        registered["train_fingerprint"] = data.fingerprints["train"]
         for field_name, want in registered.items():
             if getattr(recorded, field_name) != want:
                 problems.append(
@@ -246,6 +266,39 @@ class _Validator:
                     "examples"
                 )
         return problems
+
+    def task_data(self, name: str, budget: dict[str, Any]) -> TaskData | str:
+        """The registered task's data under the run's limits, as the run loaded it, or why it
+        cannot be loaded."""
+        limits = (budget.get("max_train_examples"), budget.get("max_test_examples"))
+        key = (name, *map(repr, limits))
+        if key not in self.data:
+            try:
+                self.data[key] = registry.load_task(name).load(self.data_dir, *limits)
+            except ClbenchError as err:
+                self.data[key] = str(err)
+        return self.data[key]
+
+    def predictions(self, run: Results) -> list[str]:
+        """Every cell recomputed from the run's predictions, when it has them and the data is
+        here; otherwise the run is left unverified."""
+        if run.predictions is None:
+            self.without_predictions += 1
+            return []
+        data = [self.task_data(name, run.budget) for name in run.tasks]
+        if any(isinstance(d, str) for d in data):
+            return []  # `task` has said why
+        return check_run(run, self.run_dir(run), data)
+
+    def unverified(self) -> list[str]:
+        """Why the runs seen so far are not all verified; [] when they are."""
+        reasons = []
+        if self.without_predictions:
+            reasons.append(f"no predictions ({self.without_predictions} of {len(self.runs)} runs)")
+        if self.missing:
+            first = next(iter(self.missing.values()))
+            reasons.append(f"{NO_DATA} for {', '.join(self.missing)}: {first}")
+        return reasons
 
     def numbers(self, run: Results) -> list[str]:
         """Every cell a fraction, then every metric of the table recomputed from the matrix
@@ -256,7 +309,7 @@ class _Validator:
                 # A loss (bits per byte) is a positive number, not a fraction.
                 if not (_fraction(value) or _positive_loss(value, task_metrics[j])):
                     return [
-                        f"matrix[{i}][{j}] is {_show(value)}; expected a number in [0, 1] "
+                        f"matrix[{i}][{j}] is {show(value)}; expected a number in [0, 1] "
                         "(a loss such as bits per byte: a number >= 0)"
                     ]
         single = run.single_task
@@ -269,9 +322,9 @@ class _Validator:
         recomputed = metrics.compute_all(run.matrix, single, probe_matrix, task_metrics)
         for key, value in recomputed.items():
             claimed, expected = run.metrics.get(key), None if math.isnan(value) else value
-            if not _same(claimed, expected):
+            if not same(claimed, expected):
                 problems.append(
-                    f"metrics.{key} is {_show(claimed)} but the matrix gives {_show(expected)}"
+                    f"metrics.{key} is {show(claimed)} but the matrix gives {show(expected)}"
                 )
         return problems
 
@@ -285,10 +338,10 @@ class _Validator:
                 if value is None:
                     return [f"probes.matrix[{i}][{j}] is null; expected a number"]
         expected = metrics.general_forgetting(block.matrix)
-        if not all(map(_same, block.general_forgetting, expected)):
+        if not all(map(same, block.general_forgetting, expected)):
             return [
-                f"probes.general_forgetting is {_show(block.general_forgetting)} but "
-                f"probes.matrix gives {_show(expected)}"
+                f"probes.general_forgetting is {show(block.general_forgetting)} but "
+                f"probes.matrix gives {show(expected)}"
             ]
         return []
 
@@ -310,11 +363,6 @@ class _Validator:
         return []
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _fraction(value: Any) -> bool:
     return (
         isinstance(value, numbers.Real)
@@ -332,14 +380,6 @@ def _positive_loss(value: Any, task_metric: str | None) -> bool:
         and math.isfinite(value)
         and value >= 0.0
     )
-
-
-def _same(claimed: Any, expected: float | None) -> bool:
-    if expected is None or claimed is None:
-        return claimed is None and expected is None
-    if not isinstance(claimed, numbers.Real) or isinstance(claimed, bool):
-        return False
-    return abs(claimed - expected) <= TOLERANCE
 
 
 # ---- writing submissions ----------------------------------------------------------------------
@@ -373,7 +413,8 @@ def submit(
     data_dir: str | None = None,
     replace: bool = False,
 ) -> list[Path]:
-    """Validate the runs and write one submission per (sequence, method, model) variant.
+    """Validate the runs and write one submission per (sequence, method, model) variant, with
+    the predictions of the runs that kept them.
 
     Nothing is written unless every submission passes.
     """
@@ -395,7 +436,7 @@ def submit(
             "runs": [run.to_json() for run in published],
         }
         target = submission_path(root, submission)
-        problems = _Validator(data_dir).submission(submission)
+        problems = _Validator(data_dir, _source_folders(published)).submission(submission)
         if problems:
             raise ClbenchError(
                 f"not submitted ({label} on {group} with {model}):\n  " + "\n  ".join(problems)
@@ -403,35 +444,86 @@ def submit(
         if target.exists() and not replace:
             raise ClbenchError(f"{target} exists; pass --replace to overwrite it")
         submission["flags"] = flags(published)
-        pending.append((target, submission))
-    for target, submission in pending:
+        pending.append((target, submission, published))
+    for target, submission, published in pending:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_json(target, submission)
-    return [target for target, _ in pending]
+        _copy_predictions(target, published)
+    return [target for target, _, _ in pending]
 
 
 def _published(run: Results) -> Results:
-    if run.config is None:
-        return run
-    private = {k: v for k, v in run.config.items() if k not in PRIVATE_CONFIG}
-    return dataclasses.replace(run, config=private)
+    """The run without its private config fields; without its predictions when it was not
+    read from a results.json beside them (a run of another submission file)."""
+    config = run.config and {k: v for k, v in run.config.items() if k not in PRIVATE_CONFIG}
+    kept = run.predictions if Path(run.source).is_file() else None
+    return dataclasses.replace(run, config=config, predictions=kept)
+
+
+def _source_folders(runs: list[Results]) -> Callable[[Results], Path]:
+    """The run folder each run was read from, found by its sequence and seed."""
+    folders = {(run.sequence.name, run.seed): Path(run.source).parent for run in runs}
+    return lambda run: folders[run.sequence.name, run.seed]
+
+
+def _copy_predictions(target: Path, runs: list[Results]) -> None:
+    """Each run's checked predictions into the submission's folder, replacing what was there."""
+    shutil.rmtree(target.with_suffix(""), ignore_errors=True)
+    for run in runs:
+        if run.predictions is None:
+            continue
+        source = Path(run.source).parent
+        for cell in (cell for row in run.predictions.files for cell in row):
+            copy = run_folder(target, run) / cell.path
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(verified(source, cell.path, cell.sha256), copy)
 
 
 def validate_all(root: Path, data_dir: str | None = None) -> list[Checked]:
-    """Every file under `<root>/submissions/`; anything that is not a .json file is an error."""
+    """Every file under `<root>/submissions/`; anything that is neither a .json file nor a
+    predictions file of its runs (in the folder beside it) is an error."""
     folder = root / "submissions"
     if not folder.is_dir():
         raise ClbenchError(f"no submissions folder at {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    kept = [p for p in files if any(map(_predictions_of, _parents(p, folder)))]
     checked = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in (p for p in files if p not in kept):
         if path.suffix != ".json":
             checked.append(Checked(path, [f"{path}: not a .json file; submissions are JSON only"]))
             continue
         result = validate_file(path, data_dir)
         if result.ok:
-            result.errors += _placement(path, root, result)
+            mine = [p for p in kept if path.with_suffix("") in p.parents]
+            result.errors += _placement(path, root, result) + _strays(path, result.runs, mine)
         checked.append(result)
     return checked
+
+
+def _parents(path: Path, top: Path) -> list[Path]:
+    """The folders between `top` and `path`."""
+    return [top / parent for parent in path.relative_to(top).parents if parent.parts]
+
+
+def _predictions_of(folder: Path) -> bool:
+    """Whether `folder` is the predictions folder of a submission file beside it."""
+    return folder.with_name(folder.name + ".json").is_file()
+
+
+def _strays(path: Path, runs: list[Results], files: list[Path]) -> list[str]:
+    """The files of the predictions folder of `path` that none of its runs lists."""
+    listed = {
+        (run_folder(path, run) / cell.path).resolve()
+        for run in runs
+        if run.predictions is not None
+        for row in run.predictions.files
+        for cell in row
+    }
+    return [
+        f"{file}: not a predictions file of {path.name}'s runs"
+        for file in files
+        if file.resolve() not in listed
+    ]
 
 
 def _placement(path: Path, root: Path, checked: Checked) -> list[str]:

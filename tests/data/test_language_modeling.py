@@ -285,6 +285,7 @@ def test_tables_and_leaderboard_show_losses_in_bits_per_byte():
     stat = {"mean": -1.23456, "std": 0.01, "n": 3}
     entry = {"table": "cpt-en-de", "name": "x", "model": "m", "n": 3, "flags": []}
     entry |= {"metrics": dict.fromkeys(metrics.METRIC_KEYS), "unit": "bits/byte"}
+    entry["status"] = "self-reported"
     entry["metrics"]["aa"] = stat
     page = readme([entry])
     assert "-1.235 ± 0.010" in page and "Metrics in bits/byte" in page

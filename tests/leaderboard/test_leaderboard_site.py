@@ -51,6 +51,7 @@ def site_data() -> dict[str, Any]:
             "n": 3,
             "seeds": [0, 1, 2],
             "flags": [],
+            "status": "self-reported",
             "uses_task_id": False,
             "extra_memory": None,
             "paper": None,
@@ -79,6 +80,7 @@ def site_data() -> dict[str, Any]:
                 "fwd": stat(-0.015, 0.02, 3),
             },
             flags=["extra memory: reservoir buffer of stored training examples"],
+            status="verified",
             extra_memory="reservoir buffer of stored training examples",
             paper="https://arxiv.org/abs/1902.10486",
             code="https://github.com/example/clbench-replay",
@@ -272,6 +274,12 @@ def test_default_order_is_aa_descending(page, problems):
     assert aa["standard-cl/ewc__smollm2-135m"] == "55.3"
     assert fwd["standard-cl/ewc__smollm2-135m"] == "n/a"
     assert bwt["standard-cl/replay__smollm2-135m"] == "-7.1 ± 1.2"
+    # The status the build computed, under each name: verified, or self-reported.
+    status = page.locator("#leaderboard td.name .status").all_inner_texts()
+    assert dict(zip(row_ids(page), status, strict=True)) == {
+        e["id"]: "verified" if e["id"] == "standard-cl/replay__smollm2-135m" else "self-reported"
+        for e in entries
+    }
 
 
 def test_sorting_by_clicking_headers(page):
@@ -353,6 +361,7 @@ def test_details_view_and_screenshots(page, tmp_path: Path):
         href.endswith("../submissions/standard-cl/replay__smollm2-135m.json") for href, _ in links
     )
     assert "buffer_size = 200" in details.inner_text()
+    assert details.locator(".status.verified").inner_text() == "verified"
 
     shots = [tmp_path / "leaderboard-details.png", tmp_path / "leaderboard-narrow.png"]
     page.screenshot(path=str(shots[0]), full_page=True)

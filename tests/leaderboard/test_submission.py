@@ -192,6 +192,7 @@ def test_validate_all_rejects_stray_and_misplaced_files(valid: Path) -> None:
     root = valid.parents[2]
     (valid.parent / "model.pkl").write_bytes(b"\x80\x04")
     valid.rename(valid.parent / "renamed.json")
+    valid.with_suffix("").rename(valid.parent / "renamed")  # its predictions go with it
     errors = [e for c in validate_all(root) for e in c.errors]
     assert any("model.pkl: not a .json file" in e for e in errors)
     assert any("should be at submissions/default/seq-ft__tiny-random.json" in e for e in errors)

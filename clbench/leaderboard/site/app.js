@@ -45,6 +45,19 @@ function flagsOf(entry) {
 
 const badges = (entry) => flagsOf(entry).map((f) => el("span", { class: "badge", title: f }, f));
 
+// The build computes the status; anything but "verified" shows as self-reported.
+const isVerified = (entry) => entry.status === "verified";
+const STATUS_TITLE = {
+  true: "every cell recomputed from the submitted predictions and the data",
+  false: "results as submitted: no predictions, or not checked against the data",
+};
+
+function statusBadge(entry) {
+  const verified = isVerified(entry);
+  return el("span", { class: `status ${verified ? "verified" : "self-reported"}`, title: STATUS_TITLE[verified] },
+    verified ? "verified" : "self-reported");
+}
+
 // ---- columns and sorting ----------------------------------------------------------------
 
 const mean = (entry, key) => entry.metrics[key]?.mean ?? null;
@@ -97,7 +110,7 @@ function row(entry, rank) {
   name.addEventListener("click", () => { location.hash = `entry=${encodeURIComponent(entry.id)}`; });
   return el("tr", { "data-id": entry.id },
     el("td", { class: "num rank" }, String(rank)),
-    el("td", { class: "name" }, name),
+    el("td", { class: "name" }, name, statusBadge(entry)),
     el("td", { class: "ident" }, entry.model),
     el("td", { class: "ident" }, entry.sequence),
     ...DATA.metrics.map((m) => metricCell(entry.metrics[m.key])),
@@ -207,7 +220,7 @@ function showDetails(entry) {
     el("p", { class: "links" }, "Paper: ", entry.paper ? link(entry.paper) : "n/a",
       " · Code: ", entry.code ? link(entry.code) : "n/a",
       " · ", el("a", { href: submission }, "submission JSON")),
-    flags.length ? el("p", { class: "flags" }, ...flags) : null,
+    el("p", { class: "flags" }, statusBadge(entry), ...flags),
     definitions([
       ["runs", `${entry.n} (seeds ${list(entry.seeds)}; orders ${list(entry.orders)})`],
       ["task families", (entry.families || []).join(", ")],
