@@ -238,9 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument(
         "--kind",
         default="heatmap",
-        metavar="{heatmap,curves,stages,bars,general,cost}",
+        metavar="{heatmap,curves,stages,bars,general,cost,loss-vs-tokens}",
         help="the matrix, task curves, AA_k/AIA_k by stage, metric bars, the probes of "
-        "--probes after every stage, or AA against compute (default: heatmap)",
+        "--probes after every stage, AA against compute, or the language-modelling tasks' "
+        "loss against training tokens (default: heatmap)",
     )
     fig.add_argument("--out", required=True, metavar="FILE", help="a .pdf, .png or .svg file")
     fig.add_argument(

@@ -166,6 +166,15 @@ class RunConfig:
         default=None,
         metadata={"help": "lm-eval's batch size for the probes; none uses --eval-batch-size"},
     )
+    eval_every: int = field(
+        default=0,
+        metadata={
+            "help": "score the language-modelling tasks of the sequence every N optimizer steps "
+            "within a stage, for the loss-against-tokens curve; 0 scores them only after each "
+            "stage",
+            "metavar": "N",
+        },
+    )
     save_every: int = field(
         default=0,
         metadata={
@@ -223,7 +232,7 @@ class RunConfig:
                 raise ClbenchError(f"{origin}: field {name!r} must be >= 1, got {value}")
         if self.lr <= 0:
             raise ClbenchError(f"{origin}: field 'lr' must be > 0, got {self.lr}")
-        for name in ("warmup_steps", "save_every"):
+        for name in ("warmup_steps", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ClbenchError(f"{origin}: field {name!r} must be >= 0")
         for name in ("probes", "probe_include"):

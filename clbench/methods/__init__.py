@@ -9,6 +9,7 @@ The order of the hooks in a run (docs/writing-a-method.md shows them at work):
     wrap_model                       once, after a resumed method's state is loaded
     for each stage k:
         before_task                  may add adapters or parameters to stage.model
+        stage_steps                  the stage's number of optimizer steps
         configure_optimizer
         for each optimizer step:
             training_batch           replay, pseudo-samples
@@ -148,6 +149,11 @@ class Method:
 
     def before_task(self, stage: Stage) -> None:
         """Called before training on `stage.data`."""
+
+    def stage_steps(self, stage: Stage, steps: int) -> int:
+        """The optimizer steps of this stage, given the run's budget for it (`steps`: from
+        `steps_per_task` or `epochs`); by default the budget itself."""
+        return steps
 
     def configure_optimizer(
         self, parameters: list[torch.nn.Parameter], stage: Stage, steps: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from clbench.results.stats import mean_ci
 
 Run = Results | Mapping[str, Any]  # Results, or results.json content
 
-KINDS = ("heatmap", "curves", "stages", "bars", "general", "cost")
+KINDS = ("heatmap", "curves", "stages", "bars", "general", "cost", "loss-vs-tokens")
 WIDTHS = {"single": 3.5, "double": 7.0}  # inches: one or both columns of a two-column paper
 FORMATS = (".pdf", ".png", ".svg")
 # Okabe & Ito (2008), colour-blind safe; yellow, faint on white, comes last.
@@ -83,7 +84,13 @@ def plot(
         return {"curves": curves, "stages": stages}[kind](runs, width, style, highlight)
     if style != "auto" or highlight is not None:
         raise ClbenchError(f"--style and --highlight apply to curves and stages, not {kind}")
-    kinds = {"heatmap": heatmap, "bars": bars, "general": general, "cost": cost}
+    kinds = {
+        "heatmap": heatmap,
+        "bars": bars,
+        "general": general,
+        "cost": cost,
+        "loss-vs-tokens": loss_vs_tokens,
+    }
     return kinds[kind](runs, width)
 
 
@@ -486,6 +493,106 @@ def cost(runs: Sequence[Run], width: str = "single") -> Figure:
         ax.set_xlabel(COST_AXIS)
         ax.set_ylabel("AA (%)")
         _legend(fig, ax, "method")
+    return fig
+
+
+@dataclass
+class TokenCurve:
+    """One line of the loss-against-tokens figure: the tokens trained on so far in the run,
+    the task's score at each in its unit (bits per byte), and which points are rows of the
+    matrix (row 0, then the end of each stage) rather than points within a stage."""
+
+    tokens: np.ndarray
+    values: np.ndarray
+    row: np.ndarray  # bool
+
+
+def token_curves(runs: Sequence[Run]) -> dict[str, dict[str, TokenCurve]]:
+    """The lines of `loss_vs_tokens`: by language-modelling task, by method (its legend label),
+    the mean over the method's runs of row 0, the points scored within each stage
+    (`--eval-every`) and each stage's end row."""
+    runs = _results(runs)
+    tasks = _tasks(runs)
+    groups = _by_method(runs)
+    modelled = [j for j, t in enumerate(runs[0].sequence.tasks) if t.evaluation == "loss"]
+    if not modelled:
+        raise ClbenchError(
+            f"the runs' sequence {runs[0].sequence.name} has no language-modelling task, "
+            "whose loss this figure draws; plot curves instead"
+        )
+    found: dict[str, dict[str, TokenCurve]] = {tasks[j]: {} for j in modelled}
+    for method, group in groups.items():
+        label = f"{method} ({_count(group)})"
+        for j in modelled:
+            lines = [_token_points(run, j) for run in group]
+            if len({(len(x), tuple(row)) for x, _, row in lines}) > 1:
+                raise ClbenchError(
+                    f"the runs of {method} were scored at different points within their "
+                    f"stages (--eval-every or steps differ), so they cannot be averaged: "
+                    f"{', '.join(run.run_id for run in group)}"
+                )
+            tokens, values, row = (np.stack(part) for part in zip(*lines, strict=True))
+            found[tasks[j]][label] = TokenCurve(tokens.mean(axis=0), mean_ci(values)[0], row[0])
+    return found
+
+
+def _token_points(run: Results, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens, scores (in the task's unit) and the row mask of task j's points in one run."""
+    task = run.sequence.tasks[j]
+    stages = (run.timings or {}).get("stages") or []
+    trained = [record.get("train_tokens") for record in stages[1:]]
+    if len(trained) != len(run.tasks) or None in trained:
+        raise ClbenchError(
+            f"run {run.run_id}: timings.stages do not give the tokens trained in each stage "
+            "(the run was made before clbench recorded them)"
+        )
+    ends = np.cumsum([0, *trained])
+    inside = run.curves_in_stage.points if run.curves_in_stage else []
+    matrix = _matrix(run)
+    points = [(0, matrix[0, j], True)]
+    for k in range(1, len(run.tasks) + 1):
+        for p in (p for p in inside if p.stage == k):
+            value = p.scores.get(task.name, {}).get(task.metric)
+            points.append((p.train_tokens, math.nan if value is None else value, False))
+        points.append((ends[k], matrix[k, j], True))
+    tokens, values, row = (np.array(part) for part in zip(*points, strict=True))
+    return tokens.astype(float), values.astype(float) * score_unit(task.metric)[0], row
+
+
+def loss_vs_tokens(runs: Sequence[Run], width: str = "single") -> Figure:
+    """Each language-modelling task's validation score (bits per byte, lower is better)
+    against the tokens trained on, one panel per task and one line per method, as Ibrahim et
+    al. (2024) draw continual pre-training: row 0, the points scored within each stage
+    (`--eval-every`) and each stage's end, marked with a dot. A dotted vertical line marks a
+    stage boundary that every method shares (a method that re-trains on the union trains
+    more tokens per stage)."""
+    lines = token_curves(runs)
+    runs = _results(runs)
+    labels = list(next(iter(lines.values())))
+    metric = next(t.metric for t in runs[0].sequence.tasks if t.evaluation == "loss")
+    with rc_context(STYLE):
+        fig, panels = _panels(len(lines), width, legend_entries=labels, height=1.7)
+        for ax, (task, curves) in zip(panels, lines.items(), strict=True):
+            shared = None
+            for i, (label, curve) in enumerate(curves.items()):
+                color, dash = _look(i)
+                ends = np.flatnonzero(curve.row)
+                ax.plot(
+                    curve.tokens,
+                    curve.values,
+                    color=color,
+                    linestyle=dash,
+                    marker="o",
+                    markevery=list(ends),
+                    label=label,
+                )
+                boundaries = set(curve.tokens[ends[1:-1]])
+                shared = boundaries if shared is None else shared & boundaries
+            for x in sorted(shared or ()):
+                ax.axvline(x, color="0.6", linestyle=":", linewidth=0.7, zorder=0)
+            ax.set_title(task)
+        _label(panels, "training tokens", f"{score_unit(metric)[1]} ↓")
+        _legend(fig, panels[0], "method (● = a stage's end)")
     return fig
 
 

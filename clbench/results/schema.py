@@ -201,6 +201,25 @@ class CostInfo(_Record):
 
 
 @dataclass(kw_only=True)
+class InStagePoint(_Record):
+    """The language-modelling tasks scored after optimizer step `step` of stage `stage`."""
+
+    stage: int
+    step: int
+    train_tokens: int  # trained on in the run so far, earlier stages included
+    scores: dict[str, dict[str, float | None]]  # every metric of each task, by task name
+
+
+@dataclass(kw_only=True)
+class InStageCurves(_Record):
+    """Scores within the stages (`--eval-every`), between the rows of the matrix."""
+
+    eval_every: int
+    tasks: list[str]  # the tasks scored: the sequence's language-modelling tasks
+    points: list[InStagePoint]
+
+
+@dataclass(kw_only=True)
 class Row0Info(_Record):
     """Row 0 of the matrix taken from a sweep's shared cache rather than evaluated."""
 
@@ -232,6 +251,7 @@ class Results(_Record):
     predictions: Predictions | None = None  # the files of the logged predictions
     metrics: dict[str, float | None] = field(default_factory=dict)  # every key of the table
     curves: dict[str, list[float | None]] | None = None
+    curves_in_stage: InStageCurves | None = None  # with --eval-every
     timings: dict[str, Any] | None = None
     # Stages whose training loss ended above clbench.training.guard.DIVERGENCE_FACTOR times
     # its first value; [] when none did, null in files written before the loss guard.

@@ -133,6 +133,7 @@ def reference_config(
         protocol=None,  # applied already; its sequences do not list the one-task sequence
         references="none",
         probes=None,
+        eval_every=0,  # a reference's score is its matrix cell; no curve within its stage
         output=output or str(folder / "runs"),
         run_id=run_id or key_hash(key),
     )

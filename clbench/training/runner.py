@@ -55,7 +55,7 @@ from clbench.training.cost import Cost, cost_block, parameter_bytes, record_stag
 from clbench.training.lock import LOCK_NAME, RunLock
 from clbench.training.models import LoadedModel, apply_lora, load_model
 from clbench.training.references import attached_references
-from clbench.training.train import train_task
+from clbench.training.train import InStageEval, train_task
 
 
 def run(
@@ -159,18 +159,22 @@ def _run_stages(
         started = time.perf_counter()
         # Prepared afresh each stage: `before_task` may have added parameters.
         desc = f"stage {k}/{len(tasks)} train {data.task.name}"
-        saves = None
+        saves, resume = None, None
         if accelerator.num_processes == 1:  # several processes: stage checkpoints only
             resume = checkpoints.step_to_resume(run_dir, state, k, say)
             saves = checkpoints.StepCheckpoints(run_dir, state, k, config.save_every, resume)
-        training = train_task(accelerator.prepare(model), stage, method, accelerator, desc, saves)
-        train_seconds = time.perf_counter() - started
+        in_stage = _in_stage_eval(setup, config, accelerator, state, stage, resume)
+        prepared = accelerator.prepare(model)
+        training = train_task(prepared, stage, method, accelerator, desc, saves, in_stage)
+        # Scoring within the stage is evaluation time, not training time.
+        train_seconds = time.perf_counter() - started - stage.cost.eval_seconds
         with stage.cost.method_time():
             method.after_task(stage)
         scores, eval_seconds = _evaluate_all(
             setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}", run_dir, k
         )
-        stage.cost.eval_seconds = eval_seconds
+        stage.cost.eval_seconds += eval_seconds
+        tokens_before = state["cost"]["train_tokens"]
         record_stage(state, stage.cost, method, model, base_bytes, accelerator)
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
@@ -179,9 +183,10 @@ def _run_stages(
                 "stage": k,
                 "task": data.task.name,
                 "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds,
+                "eval_seconds": stage.cost.eval_seconds,
                 **probe_seconds,
                 **training,
+                "train_tokens": state["cost"]["train_tokens"] - tokens_before,
             }
         )
         _save_progress(run_dir, state, model, method, accelerator, stage=k)
@@ -310,6 +315,7 @@ def _new_state() -> dict[str, Any]:
         "checkpoints": [],
         "probe_rows": [],
         "probe_metrics": [],
+        "in_stage": [],  # per matrix row, the points scored within its stage (--eval-every)
         "method_state": {},
         "peak_memory": {},
     }
@@ -387,6 +393,58 @@ def _row0(
 
     key = row0_key(config, setup.tasks, setup.loaded.info)
     return shared_row0(setup.row0_cache, key, run_dir, evaluate)
+
+
+def _in_stage_eval(
+    setup: _Setup,
+    config: RunConfig,
+    accelerator: Accelerator,
+    state: dict,
+    stage: Stage,
+    resume: dict[str, Any] | None,
+) -> InStageEval | None:
+    """What scores the language-modelling tasks every `eval_every` optimizer steps of `stage`
+    into state.json's `in_stage` record of the stage (None when there is nothing to score).
+    The record keeps the points up to the step checkpoint the stage resumes from (`resume`),
+    and none if it starts over; records of later stages, left by a fallback, are dropped."""
+    k, kept = stage.index, state.get("in_stage") or []
+    resumed_at = resume["step"] if resume else 0
+    points = [p for p in (kept[k] if len(kept) > k else []) if p["step"] <= resumed_at]
+    state["in_stage"] = [*(kept + [[]] * k)[:k], points]
+    tasks = curve_tasks(setup.tasks)
+    if not config.eval_every or not tasks:
+        return None
+    loaded = setup.loaded
+
+    def evaluate(step: int) -> None:
+        if step % config.eval_every:
+            return
+        started = time.perf_counter()
+        # No `before_eval`: a method selecting a task's adapter would change the training that
+        # goes on after this point.
+        scores = {
+            d.task.name: evaluate_task(
+                loaded.model,
+                loaded.tokenizer,
+                d,
+                accelerator,
+                config.eval_batch_size,
+                config.max_length,
+                mode=config.eval_mode,
+            )
+            for d in tasks
+        }
+        trained = state["cost"]["train_tokens"] + stage.cost.reduced(accelerator).train_tokens
+        points.append({"stage": k, "step": step, "train_tokens": trained, "scores": scores})
+        stage.cost.eval_seconds += time.perf_counter() - started
+
+    return evaluate
+
+
+def curve_tasks(tasks: list[TaskData]) -> list[TaskData]:
+    """The tasks scored within a stage: the language-modelling ones (scored by their loss,
+    which is cheap; the figure of continual pre-training is about the loss)."""
+    return [d for d in tasks if d.task.evaluation == "loss"]
 
 
 def _probe_row(
@@ -500,6 +558,13 @@ def _results(
             matrix, single_task, None if probes is None else probes["matrix"], task_metrics
         ),
         "curves": metrics.curves(matrix, single_task, task_metrics),
+        "curves_in_stage": {
+            "eval_every": config.eval_every,
+            "tasks": [d.task.name for d in curve_tasks(setup.tasks)],
+            "points": [point for points in state["in_stage"] for point in points],
+        }
+        if config.eval_every
+        else None,
         "timings": {"stages": state["stages"]},
         "diverged": guard.diverged(state["stages"]),
         "cost": cost_block(state),

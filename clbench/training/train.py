@@ -15,7 +15,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ from clbench.training.loss import prepended_positions, target_logits
 from clbench.training.signals import Preempted, deferred, requested
 
 PairKey = tuple[str, str, str]  # (prompt, chosen, rejected)
+# Called after optimizer step n of a stage (not its last) to score the model in the middle of
+# training; its time goes to `stage.cost.eval_seconds`.
+InStageEval = Callable[[int], None]
 
 
 def train_task(
@@ -49,6 +52,7 @@ def train_task(
     accelerator: Accelerator,
     desc: str,
     saves: StepCheckpoints | None = None,
+    in_stage: InStageEval | None = None,
 ) -> dict[str, float]:
     """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget;
     returns the steps done, the first and last loss and the share of padding in the batches'
@@ -56,14 +60,19 @@ def train_task(
 
     With `saves`, the stage continues from its step checkpoint if it has one, writes one every
     `saves.every` optimizer steps, and on SIGTERM or SIGUSR1 finishes the step in progress,
-    writes one and raises `Preempted` (docs/reliability.md#step-checkpoints)."""
+    writes one and raises `Preempted` (docs/reliability.md#step-checkpoints).
+
+    `in_stage` is called after every optimizer step but the last, with the steps done, before
+    a step checkpoint of that step is written; training goes on as if it had not been."""
     config = stage.config
-    started, method_seconds = time.perf_counter(), stage.cost.method_seconds
+    started = time.perf_counter()
+    method_seconds, eval_seconds = stage.cost.method_seconds, stage.cost.eval_seconds
     sampler = LengthGroupedSampler(
         [_length(e) for e in stage.data.train], config.batch_size, stage.seed * 1000 + stage.index
     )
     loader = DataLoader(stage.data.train, batch_sampler=sampler, collate_fn=list)
-    steps = config.steps_per_task or config.epochs * math.ceil(len(loader) / config.grad_accum)
+    budget = config.steps_per_task or config.epochs * math.ceil(len(loader) / config.grad_accum)
+    steps = method.stage_steps(stage, budget)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # The scheduler is not prepared by accelerate: it steps once per optimizer step, whatever
     # the process count.
@@ -104,6 +113,9 @@ def train_task(
                     check_loss(progress.loss, stage, progress.done, accelerator)
                     bar.update(1)
                     bar.set_postfix(loss=f"{progress.loss:.4f}")
+                    if in_stage is not None and progress.done < steps:
+                        with _untouched(model):
+                            in_stage(progress.done)
                     if saves is not None:
                         progress.save_if_due(saves)
                     if progress.done >= steps:
@@ -112,15 +124,29 @@ def train_task(
     bar.close()
     accelerator.free_memory()  # drop accelerate's references to this stage's optimizer
     stage.cost.optimizer_steps += progress.done
-    # Time in the method's hooks is the method's (stage.cost.method_seconds), not training's.
-    spent_in_method = stage.cost.method_seconds - method_seconds
-    stage.cost.train_seconds += time.perf_counter() - started - spent_in_method
+    # Time in the method's hooks is the method's (stage.cost.method_seconds), and time scoring
+    # the model within the stage is evaluation's, not training's.
+    elsewhere = stage.cost.method_seconds - method_seconds + stage.cost.eval_seconds - eval_seconds
+    stage.cost.train_seconds += time.perf_counter() - started - elsewhere
     return {
         "steps": progress.done,
         "first_loss": progress.first_loss,
         "final_loss": progress.loss,
         "padded_fraction": progress.padding.fraction(),
     }
+
+
+@contextlib.contextmanager
+def _untouched(model: torch.nn.Module) -> Iterator[None]:
+    """Put back the random generators and the model's train/eval mode after the block, so
+    that scoring the model within a stage leaves its training as it would have been."""
+    tensors, values = rng_states()
+    training = model.training
+    try:
+        yield
+    finally:
+        set_rng_states(tensors, values)
+        model.train(training)
 
 
 class _Progress:

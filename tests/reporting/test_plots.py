@@ -97,9 +97,44 @@ def with_probes(run: dict[str, Any], names: tuple[str, ...] = ("arc_easy", "hell
     }
 
 
+STAGE_TOKENS, STEP_TOKENS = 1200, 200  # six steps a stage; points after steps 2 and 4
+
+
+def pretraining(run: dict[str, Any]) -> dict[str, Any]:
+    """`run` as continual pre-training: every task scored in bits per byte (3 - 2 x the
+    fraction), the tokens trained in each stage, and two points within each stage
+    (`--eval-every 2`), scored as the row before them."""
+    n = len(run["sequence"]["tasks"])
+    tasks = [
+        t | {"evaluation": "loss", "metric": "bits_per_byte"} for t in run["sequence"]["tasks"]
+    ]
+    matrix = [[None if v is None else round(3 - 2 * v, 4) for v in row] for row in run["matrix"]]
+    points = [
+        {
+            "stage": k,
+            "step": step,
+            "train_tokens": STAGE_TOKENS * (k - 1) + STEP_TOKENS * step,
+            "scores": {
+                t["name"]: {"bits_per_byte": v} for t, v in zip(tasks, matrix[k - 1], strict=True)
+            },
+        }
+        for k in range(1, n + 1)
+        for step in (2, 4)
+    ]
+    stages = [{"stage": 0}] + [{"stage": k, "train_tokens": STAGE_TOKENS} for k in range(1, n + 1)]
+    return run | {
+        "sequence": run["sequence"] | {"tasks": tasks},
+        "matrix": matrix,
+        "timings": {"stages": stages},
+        "curves_in_stage": {"eval_every": 2, "tasks": [t["name"] for t in tasks], "points": points},
+    }
+
+
 def runs_for(kind: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs with probe results for the `general` kind, which plots only those, and with a
-    made-up cost for the `cost` kind."""
+    """The runs with probe results for the `general` kind, which plots only those, with a
+    made-up cost for the `cost` kind, and as continual pre-training for `loss-vs-tokens`."""
+    if kind == "loss-vs-tokens":
+        return [pretraining(run) for run in runs]
     if kind == "cost":
         return [run | {"cost": {"train_tokens": 1000 * (run["seed"] + 1)}} for run in runs]
     return [with_probes(run) for run in runs] if kind == "general" else runs
@@ -368,3 +403,44 @@ def test_style_and_highlight_errors(tmp_path, capsys):
     args = ["plot", str(tmp_path / "runs"), "--kind", "stages", "--out", str(out)]
     assert main([*args, "--highlight", "ewc"]) == 0 and out.is_file()
     assert main([*args, "--highlight", "sgd"]) == 2 and "sgd" in capsys.readouterr().err
+
+
+def test_loss_vs_tokens_draws_the_results_points():
+    seeds = runs_for("loss-vs-tokens", SEEDS)
+    methods = seeds + runs_for("loss-vs-tokens", [make_run("ewc", seed=1)])
+    lines = plots.token_curves(methods)
+    assert list(lines) == TASKS and list(lines["amazon"]) == ["replay (n=3)", "ewc (1 run)"]
+    # Row 0, then per stage two points within it and its end row: 1 + 3 x 4 points.
+    line = lines["amazon"]["replay (n=3)"]
+    stage_ends = [STAGE_TOKENS * k for k in range(5)]
+    inside = [STAGE_TOKENS * (k - 1) + STEP_TOKENS * s for k in range(1, 5) for s in (2, 4)]
+    assert sorted(line.tokens.tolist()) == sorted(stage_ends + inside)
+    assert line.tokens[line.row].tolist() == stage_ends
+    # Its values are the mean over the seeds of the matrix (rows) and of the points' scores.
+    rows = np.array([run["matrix"] for run in seeds], dtype=float)[:, :, 1]
+    assert np.allclose(line.values[line.row], np.nanmean(rows, axis=0), equal_nan=True)
+    scores = [
+        [p["scores"]["amazon"]["bits_per_byte"] for p in run["curves_in_stage"]["points"]]
+        for run in seeds
+    ]
+    inner = np.array(scores, dtype=float)
+    assert np.allclose(line.values[~line.row], np.nanmean(inner, axis=0), equal_nan=True)
+    figure = plots.plot(methods, "loss-vs-tokens")
+    drawn = figure.axes[1].get_lines()[0]  # amazon's panel, replay
+    assert np.array_equal(drawn.get_xdata(), line.tokens)
+    assert figure.axes[0].get_ylabel() == "bits/byte ↓" and figure.axes[1].get_title() == "amazon"
+    # The stage boundaries all methods share are dotted lines.
+    dotted = [ln.get_xdata()[0] for ln in figure.axes[0].get_lines() if ln.get_linestyle() == ":"]
+    assert dotted == stage_ends[1:-1]
+
+
+def test_loss_vs_tokens_errors():
+    with pytest.raises(ClbenchError, match="has no language-modelling task"):
+        plots.plot(SEEDS, "loss-vs-tokens")
+    old = pretraining(make_run()) | {"timings": None}
+    with pytest.raises(ClbenchError, match="do not give the tokens trained in each stage"):
+        plots.plot([old], "loss-vs-tokens")
+    fewer = pretraining(make_run(seed=2))
+    fewer["curves_in_stage"]["points"] = fewer["curves_in_stage"]["points"][1:]
+    with pytest.raises(ClbenchError, match="scored at different points"):
+        plots.plot([pretraining(make_run()), fewer], "loss-vs-tokens")
