@@ -150,6 +150,13 @@ def evaluate_task(
             {"prediction": p} if row is None else {"prediction": p, "option_scores": row}
             for p, row in zip(predictions, rows, strict=True)
         ]
+    return score_predictions(data, predictions, mode)
+
+
+def score_predictions(
+    data: TaskData, predictions: list[Any], mode: str = "rank"
+) -> dict[str, float]:
+    """The task's scores of `predictions` (what `predict_task` returns) under `eval_mode`."""
     if evaluation_of(data.task, mode) != data.task.evaluation:
         return _generated_label_scores(data, predictions)
     return data.score(predictions)

@@ -18,7 +18,7 @@ from typing import Any
 from clbench.data.task import TaskData
 from clbench.errors import ClbenchError
 from clbench.evaluation import predictions
-from clbench.evaluation.evaluate import _generated_label_scores, evaluation_of
+from clbench.evaluation.evaluate import evaluation_of, score_predictions
 from clbench.results.schema import PredictionFile, Results
 
 TOLERANCE = 1e-9  # numbers are recomputed in float64 from the same inputs
@@ -71,11 +71,7 @@ def _check_cell(
     try:
         kept = [_sample(line) for line in lines]
         written = _as_json(predictions.records(data, kept, evaluation))
-        scores = (
-            data.score([s["prediction"] for s in kept])
-            if evaluation == data.task.evaluation
-            else _generated_label_scores(data, [s["prediction"] for s in kept])
-        )
+        scores = score_predictions(data, [s["prediction"] for s in kept], mode)
     except _UNSCORABLE as err:
         return f"{path}: the predictions cannot be scored ({err.__class__.__name__}: {err})"
     for number, (line, want) in enumerate(zip(lines, written, strict=True), start=1):
