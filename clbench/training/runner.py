@@ -174,7 +174,7 @@ def _run_stages(
             setup.loaded, method, tasks, config, accelerator, f"after {data.task.name}", run_dir, k
         )
         stage.cost.eval_seconds += eval_seconds
-        tokens_before = state["cost"]["train_tokens"]
+        tokens_before = _tokens_trained(state)
         record_stage(state, stage.cost, method, model, base_bytes, accelerator)
         _add_row(state, tasks, scores)
         probe_seconds = _probe_row(state, setup, accelerator, config)
@@ -186,7 +186,7 @@ def _run_stages(
                 "eval_seconds": stage.cost.eval_seconds,
                 **probe_seconds,
                 **training,
-                "train_tokens": state["cost"]["train_tokens"] - tokens_before,
+                "train_tokens": _tokens_trained(state) - tokens_before,
             }
         )
         _save_progress(run_dir, state, model, method, accelerator, stage=k)
@@ -411,7 +411,7 @@ def _in_stage_eval(
     resumed_at = resume["step"] if resume else 0
     points = [p for p in (kept[k] if len(kept) > k else []) if p["step"] <= resumed_at]
     state["in_stage"] = [*(kept + [[]] * k)[:k], points]
-    tasks = curve_tasks(setup.tasks)
+    tasks = _curve_tasks(setup.tasks)
     if not config.eval_every or not tasks:
         return None
     loaded = setup.loaded
@@ -434,14 +434,20 @@ def _in_stage_eval(
             )
             for d in tasks
         }
-        trained = state["cost"]["train_tokens"] + stage.cost.reduced(accelerator).train_tokens
+        trained = _tokens_trained(state) + stage.cost.reduced(accelerator).train_tokens
         points.append({"stage": k, "step": step, "train_tokens": trained, "scores": scores})
         stage.cost.eval_seconds += time.perf_counter() - started
 
     return evaluate
 
 
-def curve_tasks(tasks: list[TaskData]) -> list[TaskData]:
+def _tokens_trained(state: dict) -> int:
+    """The tokens trained on in the finished stages (a state.json from before the cost block
+    has none recorded)."""
+    return (state.get("cost") or {}).get("train_tokens", 0)
+
+
+def _curve_tasks(tasks: list[TaskData]) -> list[TaskData]:
     """The tasks scored within a stage: the language-modelling ones (scored by their loss,
     which is cheap; the figure of continual pre-training is about the loss)."""
     return [d for d in tasks if d.task.evaluation == "loss"]
@@ -560,7 +566,7 @@ def _results(
         "curves": metrics.curves(matrix, single_task, task_metrics),
         "curves_in_stage": {
             "eval_every": config.eval_every,
-            "tasks": [d.task.name for d in curve_tasks(setup.tasks)],
+            "tasks": [d.task.name for d in _curve_tasks(setup.tasks)],
             "points": [point for points in state["in_stage"] for point in points],
         }
         if config.eval_every

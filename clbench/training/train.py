@@ -54,9 +54,10 @@ def train_task(
     saves: StepCheckpoints | None = None,
     in_stage: InStageEval | None = None,
 ) -> dict[str, float]:
-    """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget;
-    returns the steps done, the first and last loss and the share of padding in the batches'
-    tokens. A loss that is not finite raises a LossError (clbench.training.guard).
+    """Train `model` (prepared by accelerate) on `stage.data.train` for the run's budget, as
+    the method's `stage_steps` sets it; returns the steps done, the first and last loss and
+    the share of padding in the batches' tokens. A loss that is not finite raises a LossError
+    (clbench.training.guard).
 
     With `saves`, the stage continues from its step checkpoint if it has one, writes one every
     `saves.every` optimizer steps, and on SIGTERM or SIGUSR1 finishes the step in progress,

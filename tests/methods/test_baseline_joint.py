@@ -142,10 +142,11 @@ def test_warmup_fraction_gives_the_schedule_of_cpt_rewarm(tiny_config):
     rewarm = create_method("cpt-rewarm", args)
     stage = Stage(index=2, data=None, model=None, seed=0, config=tiny_config)
     weight = [torch.nn.Parameter(torch.zeros(2))]
-    _, schedule = joint.configure_optimizer(weight, stage, 20)
+    optimizer, schedule = joint.configure_optimizer(weight, stage, 20)
     rates = []
     for _ in range(20):
         rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
         schedule.step()
     assert rates == [tiny_config.lr * rewarm.lr_factor(s, 20) for s in range(20)]
     assert rates[0] == 0 and rates[4] == tiny_config.lr and rates[-1] < 0.2 * tiny_config.lr

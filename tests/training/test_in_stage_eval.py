@@ -6,7 +6,9 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from clbench.config import RunConfig
@@ -137,3 +139,21 @@ def test_the_points_survive_a_step_checkpoint_and_a_stage_checkpoint(mixed, tmp_
 def test_a_negative_eval_every_is_refused():
     with pytest.raises(ClbenchError, match="'eval_every' must be >= 0"):
         RunConfig(eval_every=-1).validate()
+
+
+def test_scoring_puts_back_the_random_generators_and_the_training_mode():
+    model = torch.nn.Linear(2, 2)
+    model.train()
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    with train._untouched(model):  # an evaluation that draws and switches to eval mode
+        torch.rand(5), random.random(), np.random.rand(4)
+        model.eval()
+    assert model.training
+    drawn = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(drawn[0], expected[0]) and drawn[1:] == expected[1:]
