@@ -196,6 +196,28 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what the run computes and differ from their defaults: a
+        field added to RunConfig later, at its default, leaves existing runs and sweep cells
+        the same runs. Operational fields never count."""
+        defaults = _DEFAULTS.to_dict()
+        return {
+            name: value
+            for name, value in self.to_dict().items()
+            if name not in OPERATIONAL_FIELDS and value != defaults[name]
+        }
+
+    def differs_from(self, saved: dict[str, Any]) -> list[str]:
+        """The fields in which a saved config.json computes another run than this config; a
+        field the file lacks counts at its default, as it was when the file was written."""
+        defaults, current = _DEFAULTS.to_dict(), self.to_dict()
+        return sorted(
+            name
+            for name in saved.keys() | current.keys()
+            if name not in OPERATIONAL_FIELDS
+            and saved.get(name, defaults.get(name)) != current.get(name, defaults.get(name))
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "config") -> RunConfig:
         """Build a config from plain data, naming `origin` and the field in every error."""
@@ -295,3 +317,6 @@ def _items_fit(value: Any, hint: Any) -> bool:
     if not isinstance(value, list) or not isinstance(item, type):
         return True
     return all(isinstance(v, item) and not (item is int and isinstance(v, bool)) for v in value)
+
+
+_DEFAULTS = RunConfig()

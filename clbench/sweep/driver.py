@@ -103,11 +103,8 @@ def _check_folders(grid: Grid, folder: SweepFolder) -> None:
     for cell in grid.cells:
         saved = folder.run_dir(cell.id) / "config.json"
         if saved.exists():  # the runner saves the config with its protocol applied
-            previous = read_json(saved)
-            current = apply_protocol(cell.config, grid.include).to_dict()
-            differs = sorted(
-                k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)
-            )
+            current = apply_protocol(cell.config, grid.include)
+            differs = current.differs_from(read_json(saved))
             if differs:
                 conflicts.append(f"{saved.parent} (differs in: {', '.join(differs)})")
     if conflicts:

@@ -115,12 +115,13 @@ def references_folder(sweep: Path) -> Path:
 
 
 def cell_id(config: RunConfig, training: dict[str, Any] | None = None) -> str:
-    """Readable, then a hash of every field that decides what the run computes: the same cell
-    has the same folder in every sweep, and two different cells never share one. `training`:
+    """Readable, then a hash of the fields that decide what the run computes (those not at
+    their default, `RunConfig.identity`): the same cell has the same folder in every sweep and
+    in later versions that add fields, and two different cells never share one. `training`:
     the cell reads the sweep's references, trained so (their folder is not part of the hash)."""
     from clbench.training.runner import default_run_id
 
-    fields = {k: v for k, v in config.to_dict().items() if k not in SWEEP_FIELDS}
+    fields = {k: v for k, v in config.identity().items() if k not in SWEEP_FIELDS}
     if training is not None:
         fields["references"] = {"sweep": training}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))

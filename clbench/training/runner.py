@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from clbench import __version__, metrics
-from clbench.config import BUDGET_FIELDS, OPERATIONAL_FIELDS, RunConfig
+from clbench.config import BUDGET_FIELDS, RunConfig
 from clbench.data import registry
 from clbench.data.packing import packed_tasks
 from clbench.data.protocol import apply_protocol, protocol_record
@@ -248,12 +248,7 @@ def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, fresh: bool) 
     resume; say whether this run is finished, continued or started over."""
     saved = run_dir / "config.json"
     if saved.exists():
-        previous, current = read_json(saved), config.to_dict()
-        differs = sorted(
-            k
-            for k in previous.keys() | current.keys()
-            if previous.get(k) != current.get(k) and k not in OPERATIONAL_FIELDS
-        )
+        differs = config.differs_from(read_json(saved))
         if differs:
             raise ClbenchError(
                 f"{run_dir} already holds a different run (differs in: {', '.join(differs)}); "

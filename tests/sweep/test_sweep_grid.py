@@ -2,6 +2,7 @@
 from the folder, retries and failure records, the driver and the command line, without
 running a model (tests/sweep/test_sweep_backends.py runs real cells)."""
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -24,7 +25,7 @@ from clbench.sweep.cells import (
     set_aside_corrupt,
     write_spec,
 )
-from clbench.sweep.grid import load_grid, slurm_minutes
+from clbench.sweep.grid import cell_id, load_grid, slurm_minutes
 
 BASE = {"sequence": "tiny", "model": "tiny-random", "steps_per_task": 2}
 
@@ -390,6 +391,22 @@ def test_a_cell_whose_job_vanished_is_run_again(grid, monkeypatch):
     statuses = driver.run_sweep(grid, out=lines.append)
     assert rounds == [[0, 1, 2, 3], [1]] and {s.state for s in statuses} == {"done"}
     assert "1 cells ended without a result; running them again" in lines
+
+
+def test_a_field_added_later_at_its_default_keeps_cell_ids_and_folders(grid):
+    """A config.json written before a field existed holds the same run; operational fields
+    (save_every) never make another cell."""
+    cell = grid.cells[1]
+    folder = SweepFolder(grid.folder)
+    run_dir = fake_run(folder, cell)
+    older = {
+        k: v for k, v in cell.config.to_dict().items() if k not in ("eval_every", "save_every")
+    }
+    write_json(run_dir / "config.json", older)
+    assert cell.config.differs_from(older) == []
+    assert cell_id(dataclasses.replace(cell.config, save_every=5)) == cell.id
+    assert cell_id(dataclasses.replace(cell.config, eval_every=5)) != cell.id
+    driver._check_folders(grid, folder)  # no "other configs" refusal
 
 
 def test_a_folder_holding_another_run_is_refused(grid):
