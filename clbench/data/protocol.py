@@ -46,6 +46,9 @@ class Protocol:
     description: str = ""
     citation: str = ""
     published: dict[str, Any] | None = None  # reported results to check against, free form
+    # Why the test sets are below the 200 examples a protocol's power asks for: the measured
+    # evaluation cost that forbids more (clbench.results.power). None: no exemption.
+    small_test_sets: str | None = None
     origin: str = field(default="<python>", compare=False)
 
     @property

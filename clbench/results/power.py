@@ -64,7 +64,7 @@ def check_power(runs: Sequence[Results], protocol: Protocol) -> list[Criterion]:
         _forgets(by_method[LOWER]),
         _replay_beats(by_method[LOWER] + by_method[UPPER]),
         _joint_holds(by_method[JOINT], by_method[UPPER]),
-        _test_size(by_method[LOWER] + by_method[UPPER] + by_method[JOINT]),
+        _test_size(by_method[LOWER] + by_method[UPPER] + by_method[JOINT], protocol),
     ]
 
 
@@ -221,20 +221,30 @@ def _joint_holds(joint: list[Results], replay: list[Results]) -> Criterion:
     )
 
 
-def _test_size(runs: list[Results]) -> Criterion:
-    """The smallest test set of each task over the runs; unknown (null) fails."""
+def _test_size(runs: list[Results], protocol: Protocol) -> Criterion:
+    """The smallest test set of each task over the runs; unknown (null) fails. A protocol whose
+    `small_test_sets` states why its evaluation cannot afford more (the issue's own exception)
+    passes with smaller known sizes, and the reason is shown."""
     found: dict[str, list[int | None]] = {}
     for run in runs:
         for task in run.sequence.tasks:
             found.setdefault(task.name, []).append(task.test_size)
     sizes = {name: None if None in seen else min(seen) for name, seen in found.items()}
     shown = ", ".join(f"{name} {size or 'unknown'}" for name, size in sizes.items())
+    known = all(size is not None for size in sizes.values())
+    large = known and all(size >= MIN_TEST_SIZE for size in sizes.values())
+    exempt = known and not large and protocol.small_test_sets is not None
+    if exempt:
+        shown += f"; below {MIN_TEST_SIZE} by the protocol's exemption: {protocol.small_test_sets}"
     return Criterion(
         name="test sets are large enough",
-        requirement=f"each task has >= {MIN_TEST_SIZE} test examples (1 example <= 0.5 points)",
-        numbers={"test_size": sizes},
+        requirement=(
+            f"each task has >= {MIN_TEST_SIZE} test examples (1 example <= 0.5 points), unless "
+            "the protocol states the evaluation cost that forbids it"
+        ),
+        numbers={"test_size": sizes, "exempted": exempt},
         measured=f"test examples: {shown}",
-        passed=all(size is not None and size >= MIN_TEST_SIZE for size in sizes.values()),
+        passed=large or exempt,
     )
 
 

@@ -44,7 +44,9 @@ def test_the_shipped_protocols_load_and_are_not_tasks() -> None:
     assert {"cpu-small", "paper"} <= set(protocol_names())
     small, paper = load_protocol("cpu-small"), load_protocol("paper")
     assert small.status == "provisional"
-    assert small.config["model"] == "smollm2-135m" and small.config["max_test_examples"] == 200
+    assert small.config["model"] == "smollm2-135m"
+    # Below 200 test examples a task only with the stated reason (docs/protocols.md).
+    assert small.config["max_test_examples"] >= 200 or small.small_test_sets
     assert small.sequences == ["standard-cl-order1", "standard-cl-order2"]
     assert small.seeds == [0, 1, 2]
     assert paper.config["eval_mode"] == "generate" and paper.config["lr"] == 1e-3
