@@ -94,11 +94,14 @@ def main() -> None:
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
     for workload in workloads:
         record[workload] = compare_sides(for_workload(args, workload))
-    loaded = load_model(args.model)
-    record["option_strategies"] = option_strategies(loaded, args)
-    record["lm_eval"] = lm_eval_comparisons(loaded, args)
+    if not args.workloads_only:
+        loaded = load_model(args.model)
+        record["option_strategies"] = option_strategies(loaded, args)
+        record["lm_eval"] = lm_eval_comparisons(loaded, args)
     record["benchmark_seconds"] = time.perf_counter() - started
     name = "speed-quick.json" if args.quick else "speed.json"
+    if args.workloads_only:  # beside the full record, not over it
+        name = name.replace(".json", f"-workloads-{record['mode']}-{args.threads}t.json")
     out = HERE / "results" / name
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"speed: done in {record['benchmark_seconds']:.0f} s; wrote {out}")
@@ -118,6 +121,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run the two sides at the same time (default: alternately)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
+    parser.add_argument(
+        "--workloads-only",
+        action="store_true",
+        help="part 1 only (no option strategies, no lm-eval); writes speed-workloads-*.json",
+    )
     parser.add_argument("--side", choices=["clbench"], help=argparse.SUPPRESS)  # one child run
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -53,10 +53,11 @@ from clbench.training.loss import prepended_positions, target_logits
 # Logits kept at once: rows x kept positions; bounds memory for long continuations.
 MAX_POSITIONS_PER_BATCH = 2048
 # Options of a ranked task: "auto" runs "one-pass" when at least this many options are longer
-# than one token. With a single one, the shared cache is not repeated, and the prompt keeps
-# attention's causal fast path, which a custom mask gives up. benchmarks/speed.py times both
-# strategies on SmolLM2's 1 (agnews), 8 (yahoo) and 7 (dbpedia) such options, to check the rule.
-ONE_PASS_MIN_LONGER_OPTIONS = 2
+# than one token (with none, one position scores every option). Measured by benchmarks/speed.py
+# on SmolLM2, 100 prompts, one thread (benchmarks/README.md): one-pass took 32.7 s against 36.0 s
+# with 1 such option (agnews), 48.4 s against 62.6 s with 8 (yahoo), 41.9 s against 51.4 s with 7
+# (dbpedia); giving up attention's causal fast path costs less than a second pass.
+ONE_PASS_MIN_LONGER_OPTIONS = 1
 STRATEGIES = ("auto", "one-pass", "shared-cache")
 # Attention implementations that take a ready 4D mask as it is (transformers passes a 4D
 # `attention_mask` through unchanged): SDPA takes booleans, eager an additive float mask.
