@@ -213,10 +213,7 @@ def evaluate(model, tokenizer, data, args: argparse.Namespace) -> float:
     correct = 0
     for start in range(0, len(data.test), args.eval_batch_size):
         examples = data.test[start : start + args.eval_batch_size]
-        prompts = [tokenizer(e.prompt)["input_ids"][-room:] for e in examples]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids, mask = left_padded(tokenizer, examples, room)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         out = model(
             input_ids=ids,
@@ -233,9 +230,9 @@ def evaluate(model, tokenizer, data, args: argparse.Namespace) -> float:
             if not rest:
                 continue
             follow = model(
-                input_ids=torch.tensor([option[:-1]] * len(prompts)),
+                input_ids=torch.tensor([option[:-1]] * len(examples)),
                 attention_mask=torch.cat(
-                    [mask, torch.ones((len(prompts), rest), dtype=torch.long)], 1
+                    [mask, torch.ones((len(examples), rest), dtype=torch.long)], 1
                 ),
                 position_ids=lengths + torch.arange(rest),
                 past_key_values=cache,
@@ -258,10 +255,8 @@ def generate(model, tokenizer, data, args: argparse.Namespace) -> list[str]:
     texts = []
     for start in range(0, len(data.test), args.eval_batch_size):
         examples = data.test[start : start + args.eval_batch_size]
-        prompts = [tokenizer(e.prompt)["input_ids"][-room:] for e in examples]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids, mask = left_padded(tokenizer, examples, room)
+        width = ids.shape[1]
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -278,6 +273,15 @@ def generate(model, tokenizer, data, args: argparse.Namespace) -> list[str]:
             texts.append(row.strip())
     model.train()
     return texts
+
+
+def left_padded(tokenizer, examples: list, room: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts' ids, each cut on the left to `room` tokens, left-padded; and their mask."""
+    prompts = [tokenizer(e.prompt)["input_ids"][-room:] for e in examples]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
 
 
 if __name__ == "__main__":
