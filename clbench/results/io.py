@@ -12,13 +12,14 @@ then renamed, so a file is either whole or absent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +100,36 @@ def write_results(path: Path, results: Results) -> None:
 CHECKPOINT_FILES = ("model.safetensors", "method.safetensors")
 
 
+@contextlib.contextmanager
+def staged_folder(
+    final: Path, what: str, errors: tuple[type[BaseException], ...] = (OSError, SafetensorError)
+) -> Iterator[Path]:
+    """A folder written under a hidden staging name beside `final`, then renamed to it. A failed
+    write (a full disk) leaves no folder behind and raises one ClbenchError naming `what`."""
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        yield staging
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    except errors as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise ClbenchError(
+            f"cannot write {what} to {final}: {reason}; "
+            "the run can be resumed from its last finished stage"
+        ) from err
+
+
 def save_checkpoint(
     run_dir: Path, stage: int, model: torch.nn.Module, method_tensors: dict[str, torch.Tensor]
 ) -> str:
     """Model and method tensors after `stage`, in a new folder; returns the folder name. A
     failed write (a full disk) leaves no folder behind and raises a ClbenchError."""
     name = f"checkpoint-{stage}"
-    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
-    try:
+    with staged_folder(run_dir / name, f"the checkpoint of stage {stage}") as staging:
         save_model(model, str(staging / "model.safetensors"))  # handles tied weights
         tensors = {k: v.contiguous() for k, v in method_tensors.items()}
         save_file(tensors, str(staging / "method.safetensors"))
-        final = run_dir / name
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-    except (OSError, SafetensorError) as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = err.strerror if isinstance(err, OSError) else str(err)
-        raise ClbenchError(
-            f"cannot write the checkpoint of stage {stage} to {run_dir / name}: {reason}; "
-            "the run can be resumed from its last finished stage"
-        ) from err
     return name
 
 

@@ -22,7 +22,6 @@ import copy
 import hashlib
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clbench.errors import ClbenchError
-from clbench.results.io import CHECKPOINT_FILES, read_json, save_checkpoint, write_json
+from clbench.results.io import (
+    CHECKPOINT_FILES,
+    read_json,
+    save_checkpoint,
+    staged_folder,
+    write_json,
+)
 
 KEEP = 2  # the latest stage's checkpoint and the one before it
 # The per-stage lists of state.json, one entry per matrix row (row 0 included).
@@ -148,20 +153,12 @@ class StepCheckpoints:
         it with the SHA-256 of its files in state.json, then delete the step checkpoint before."""
         name = f"checkpoint-{self.stage}-step-{step}"
         final = self.run_dir / name
-        staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{name}."))
-        try:
+        what = f"the step checkpoint of stage {self.stage}"
+        errors = (OSError, SafetensorError, ClbenchError, TypeError)
+        with staged_folder(final, what, errors) as staging:
             for file, tensors in files.items():
                 save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / file)
             write_json(staging / PROGRESS_FILE, progress)
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-        except (OSError, SafetensorError, ClbenchError, TypeError) as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            reason = err.strerror if isinstance(err, OSError) else str(err)
-            raise ClbenchError(
-                f"cannot write the step checkpoint of stage {self.stage} to {final}: {reason}; "
-                "the run can be resumed from its last finished stage"
-            ) from err
         previous = self.state.get("step_checkpoint")
         self.state["step_checkpoint"] = {
             "name": name,
