@@ -128,6 +128,14 @@ def run_folder(path: Path, run: Results) -> Path:
     return path.with_suffix("") / _slug(f"{run.sequence.name}-seed{run.seed}")
 
 
+def predictions_folder(run: Results) -> Path:
+    """The folder that holds the predictions of `run`: its run folder, or its folder in the
+    leaderboard submission it was read from (`load_results_file` names such a run's source
+    `<file>: runs[<i>]`)."""
+    submission, within, _ = run.source.rpartition(": runs[")
+    return run_folder(Path(submission), run) if within else Path(run.source).parent
+
+
 def flags(runs: list[Results]) -> list[str]:
     """What a reader must know to judge a comparison: few seeds, task identity, extra memory."""
     found = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
@@ -199,6 +198,7 @@ def examples(runs: Sequence[Results], count: int) -> str:
     stage, from its logged predictions; ✗ marks a prediction that is not a perfect match (its
     own score below 1), ✓ one that is."""
     from clbench.evaluation.predictions import read, verified
+    from clbench.leaderboard.submission import predictions_folder
 
     if count < 1:
         raise ClbenchError(f"--examples must be >= 1, got {count}")
@@ -207,9 +207,9 @@ def examples(runs: Sequence[Results], count: int) -> str:
         if run.predictions is None:
             raise ClbenchError(
                 f"{run.source}: no predictions kept (made with --no-predictions, by a clbench "
-                "that did not keep them, or a leaderboard submission)"
+                "that did not keep them, or submitted without them)"
             )
-        folder = Path(run.source).parent
+        folder = predictions_folder(run)
         last = len(run.predictions.files) - 1
         parts.append(f"### examples of {run.run_id} after stage {last} (✗: wrong)")
         for cell in run.predictions.files[last]:

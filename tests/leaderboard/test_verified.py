@@ -131,6 +131,15 @@ def test_a_run_with_predictions_is_verified(entry: Path, world, capsys) -> None:
     assert [e["status"] for e in leaderboard_entries(root, str(world["mirror"]))] == ["verified"]
 
 
+def test_report_shows_the_examples_of_a_submission(entry: Path, world, capsys) -> None:
+    capsys.readouterr()
+    assert main(["report", str(world["run"]), "--examples", "2"]) == 0
+    from_run = capsys.readouterr().out.split("### examples")[1]
+    assert main(["report", str(entry), "--examples", "2"]) == 0
+    assert capsys.readouterr().out.split("### examples")[1] == from_run
+    assert f"{TASKS[0]}: " in from_run
+
+
 def test_an_edited_prediction_file_is_refused(entry: Path, world) -> None:
     file = entry.with_suffix("") / RUN / "predictions" / "row1" / f"{TASKS[0]}.jsonl"
     lines = [json.loads(line) for line in file.read_text().splitlines()]
