@@ -18,12 +18,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// One decimal, halves to even as Python's format does, so the page shows README.md's numbers.
-const pct = (value) => {
-  const tenths = 1000 * value;
-  const even = Math.abs(tenths % 1) === 0.5 ? 2 * Math.round(tenths / 2) : Math.round(tenths);
-  return (even / 10).toFixed(1);
-};
+// value x factor with `decimals` decimals, as Python's format rounds it, so the page shows
+// README.md's numbers. toFixed rounds the exact binary value too, except an exact tie, which
+// it rounds away from zero and Python to even; a tie is v = odd / 2^(decimals + 1).
+function fixed(value, factor, decimals) {
+  const v = value * factor;
+  const halves = v * 2 ** (decimals + 1); // exact: a power of two
+  if (!Number.isInteger(halves) || halves % 2 === 0) return v.toFixed(decimals);
+  const below = Math.floor(v * 10 ** decimals);
+  return ((below % 2 === 0 ? below : below + 1) / 10 ** decimals).toFixed(decimals);
+}
+
+// The build names the unit of loss-based scores (bits/byte, ...); anything else is a fraction.
+const isPercent = (unit) => !unit || unit === "%";
+// A fraction in percent with one decimal; a loss in its own unit with three, as README.md.
+const number = (value, unit) => (isPercent(unit) ? fixed(value, 100, 1) : fixed(value, 1, 3));
 
 // Only http(s) URLs become links: a "javascript:" or "data:" URL stays inert text.
 const isWebUrl = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
@@ -99,10 +108,13 @@ const state = { sort: RANK.key, desc: RANK.higher_is_better, sequence: "", famil
 
 // ---- the table --------------------------------------------------------------------------
 
-function metricCell(stat) {
+// An entry's metrics are in its `unit`: percent, or a loss's unit when every task is scored by
+// it (then they are computed on the negated losses, so each reads as it does in percent).
+function metricCell(stat, unit) {
   if (!stat) return el("td", { class: "num na" }, "n/a");
-  const std = stat.n > 1 && stat.std !== null ? el("span", { class: "std" }, ` ± ${pct(stat.std)}`) : null;
-  return el("td", { class: "num" }, el("span", { class: "mean" }, pct(stat.mean)), std);
+  const std = stat.n > 1 && stat.std !== null ? el("span", { class: "std" }, ` ± ${number(stat.std, unit)}`) : null;
+  const title = isPercent(unit) ? {} : { title: `${unit}, of the negated losses` };
+  return el("td", { class: "num", ...title }, el("span", { class: "mean" }, number(stat.mean, unit)), std);
 }
 
 function row(entry, rank) {
@@ -113,7 +125,7 @@ function row(entry, rank) {
     el("td", { class: "name" }, name, statusBadge(entry)),
     el("td", { class: "ident" }, entry.model),
     el("td", { class: "ident" }, entry.sequence),
-    ...DATA.metrics.map((m) => metricCell(entry.metrics[m.key])),
+    ...DATA.metrics.map((m) => metricCell(entry.metrics[m.key], entry.unit)),
     el("td", { class: "num" }, String(entry.n)),
     el("td", { class: "flags" }, ...badges(entry)));
 }
@@ -174,21 +186,33 @@ function luminance(rgb) {
   return 0.2126 * r + 0.7152 * g + 0.0722 * b;
 }
 
-function heatmap(matrix) {
+// Where a score falls on the colour scale, 1 the brightest: a fraction as it is; a loss (lower is
+// better) within the range of its column, lowest the brightest.
+function shade(value, column, unit) {
+  if (isPercent(unit)) return value;
+  const known = column.filter((v) => v !== null);
+  const [low, high] = [Math.min(...known), Math.max(...known)];
+  return high > low ? (high - value) / (high - low) : 0.5;
+}
+
+function heatmap(matrix, taskUnits) {
+  const units = matrix.tasks.map((_, j) => (taskUnits ? taskUnits[j] : "%"));
   const head = el("tr", {}, el("th", { scope: "col" }, "after \\ task"),
-    ...matrix.tasks.map((task) => el("th", { scope: "col" }, task)));
+    ...matrix.tasks.map((task, j) => el("th", { scope: "col" }, isPercent(units[j]) ? task : `${task} (${units[j]})`)));
+  const columns = matrix.tasks.map((_, j) => matrix.mean.map((values) => values[j]));
   const body = matrix.mean.map((values, r) => el("tr", {},
     el("th", { scope: "row" }, matrix.rows[r]),
-    ...values.map((value) => {
+    ...values.map((value, j) => {
       if (value === null) return el("td", { class: "na" }, "n/a");
-      const [red, green, blue] = viridis(value);
-      const cell = el("td", {}, pct(value));
+      const [red, green, blue] = viridis(shade(value, columns[j], units[j]));
+      const cell = el("td", {}, number(value, units[j]));
       cell.style.backgroundColor = `rgb(${red}, ${green}, ${blue})`;
       cell.style.color = luminance([red, green, blue]) > 0.179 ? "#111" : "#fff";
       return cell;
     })));
   return el("figure", {},
-    el("figcaption", {}, `${matrix.sequence}: mean accuracy (%) over ${matrix.n} run${matrix.n === 1 ? "" : "s"}`),
+    el("figcaption", {}, `${matrix.sequence}: mean score over ${matrix.n} run${matrix.n === 1 ? "" : "s"}`
+      + ` (${[...new Set(units)].map((u) => (isPercent(u) ? "%" : `${u}, lower is better`)).join("; ")})`),
     el("div", { class: "table-wrap" },
       el("table", { class: "heatmap" }, el("thead", {}, head), el("tbody", {}, ...body))));
 }
@@ -224,10 +248,11 @@ function showDetails(entry) {
     definitions([
       ["runs", `${entry.n} (seeds ${list(entry.seeds)}; orders ${list(entry.orders)})`],
       ["task families", (entry.families || []).join(", ")],
-      ...DATA.metrics.map((m) => [`${m.short} (${m.name})`, metricCell(entry.metrics[m.key]).textContent]),
+      ...DATA.metrics.map((m) => [`${m.short} (${m.name})`,
+        metricCell(entry.metrics[m.key], entry.unit).textContent + (isPercent(entry.unit) ? "" : ` ${entry.unit}`)]),
       ...Object.entries(entry.details || {}),
     ]),
-    ...(entry.matrices || []).map(heatmap),
+    ...(entry.matrices || []).map((matrix) => heatmap(matrix, entry.task_units)),
     el("p", { class: "note" }, "Rows: the model before training and after each task; columns: the task evaluated."));
   section.hidden = false;
   section.scrollIntoView({ block: "start" });

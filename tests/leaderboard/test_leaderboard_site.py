@@ -454,3 +454,43 @@ def test_a_built_leaderboard_in_the_browser(browser, default_runs: list[Path], t
     page.wait_for_timeout(100)
     page.close()
     assert problems == []
+
+
+def test_loss_based_entries_show_their_unit(browser, tmp_path: Path):
+    """An entry scored by bits per byte: metrics and matrix in that unit with three decimals,
+    the lowest loss of a column the brightest cell."""
+    data = site_data()
+    (entry,) = [e for e in data["entries"] if e["id"] == "standard-cl/replay__smollm2-135m"]
+    tasks = ["captions-en", "captions-de"]
+    entry |= {
+        "unit": "bits/byte",
+        "task_units": ["bits/byte", "bits/byte"],
+        "metrics": {key: None for key in entry["metrics"]}
+        | {"aa": {"mean": -1.23456, "std": 0.0125, "n": 3}},
+        "matrices": [
+            {
+                "sequence": "cpt-en-de",
+                "tasks": tasks,
+                "rows": ["before training", *(f"after {task}" for task in tasks)],
+                "mean": [[1.2, 2.5], [1.0, 2.0], [1.1, 1.5]],
+                "n": 3,
+            }
+        ],
+    }
+    page = browser.new_page()
+    page.goto(write_site(data, tmp_path / "site").as_uri())
+    page.wait_for_selector("#leaderboard tbody tr")
+    assert cells(page, "aa")[entry["id"]] == "-1.235 ± 0.013"
+    page.locator(f'tr[data-id="{entry["id"]}"] td.name button').click()
+    details = page.locator("#details")
+    assert "-1.235 ± 0.013 bits/byte" in details.inner_text()
+    heatmap = details.locator("table.heatmap")
+    assert heatmap.locator("thead th").all_inner_texts()[1:] == [f"{t} (bits/byte)" for t in tasks]
+    assert "bits/byte, lower is better" in details.locator("figcaption").inner_text()
+    texts = heatmap.locator("tbody td").all_inner_texts()
+    assert texts == ["1.200", "2.500", "1.000", "2.000", "1.100", "1.500"]
+    colours = heatmap.locator("tbody td").evaluate_all(
+        "tds => tds.map(td => td.style.backgroundColor)"
+    )
+    assert colours[2] == "rgb(253, 231, 37)" and colours[0] == "rgb(68, 1, 84)"  # 1.0 best
+    page.close()
