@@ -26,9 +26,11 @@ BUDGET_FIELDS = (
     "max_test_examples",
     "eval_mode",
 )
-# Fields that say how a run is carried out, not what it computes: the same run may be continued
-# with other values (docs/reliability.md#step-checkpoints).
-OPERATIONAL_FIELDS = ("save_every",)
+# Fields that say how or where a run is carried out, not what it computes: the same run may be
+# continued with other values, and they never count in its identity
+# (docs/cli.md#flags-one-per-runconfig-field): the step-checkpoint interval, the run's folder,
+# and the folder of the local mirror, whose files the data fingerprints identify.
+OPERATIONAL_FIELDS = ("save_every", "output", "run_id", "data_dir")
 
 
 @dataclass

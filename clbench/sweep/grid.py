@@ -110,6 +110,14 @@ class Grid:
     reference_training: dict[str, Any] | None = None  # how they train (its training.json)
 
 
+def recorded(path: Path) -> str:
+    """`path` as the cells' configs record it: relative to the current folder, in which every
+    cell runs (`write_spec`), when it lies below it; so the run folders that a sweep writes, and
+    a repository commits, name no machine's paths."""
+    here = Path.cwd().resolve()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
+
 def references_folder(sweep: Path) -> Path:
     return sweep / "references"
 
@@ -255,7 +263,7 @@ def _reference_cells(
         for task in registry.load_sequence(config.sequence, include).tasks:
             key = reference_key(trained, task, include)
             digest = key_hash(key)
-            single = reference_config(trained, key, folder, output=str(cell.config.output))
+            single = reference_config(trained, key, Path(recorded(folder)), cell.config.output)
             ident = f"{REFERENCE_PREFIX}{default_run_id(single)}_{digest[:12]}"
             if ident not in references:
                 single.run_id = ident
@@ -265,7 +273,7 @@ def _reference_cells(
                 }
                 references[ident] = Cell(ident, single, axes, 1, reference=key)
             needs.append(ident)
-        cell.config.references = str(folder)
+        cell.config.references = recorded(folder)
         ready.append(Cell(cell.id, cell.config, cell.axes, cell.stages, needs=tuple(needs)))
     return [*references.values(), *ready]
 
@@ -330,7 +338,7 @@ def _expand(
                 "for every cell"
             )
         ident = cell_id(config, training)
-        config.output, config.run_id = str(folder / "runs"), ident
+        config.output, config.run_id = recorded(folder / "runs"), ident
         if ident in cells:
             other = cells[ident]
             same = other.config == config

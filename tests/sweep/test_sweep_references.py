@@ -75,7 +75,10 @@ def test_a_grid_without_references_has_no_reference_cells(tmp_path):
     assert {c.config.references for c in grid.cells} == {"none"}
 
 
-def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(tmp_path, capsys):
+def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the sweep folder lies below it: recorded relative
     grid = load_grid(write_grid(tmp_path, {"peft": "lora"}), {"workers": 2})
     statuses = driver.run_sweep(grid, out=lambda _: None)
     assert {s.state for s in statuses} == {"done"}, driver.status_table(grid)
@@ -83,6 +86,13 @@ def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(tmp_path, 
     # 2 tasks x 2 seeds: four reference runs, for 2 methods x 2 seeds.
     runs = sorted(p.name for p in (grid.folder / "runs").iterdir())
     assert len([r for r in runs if r.startswith("reference_")]) == 4 and len(runs) == 8
+    # The run folders name no path of this machine (a repository may commit them).
+    for name in ("config.json", "results.json", "state.json"):
+        for path in (grid.folder / "runs").glob(f"*/{name}"):
+            assert str(tmp_path) not in path.read_text(), path
+    config = read_json(folder.run_dir(grid.cells[0].id) / "config.json")
+    assert config["sequence"] == "sweep/references/sequences/r-pos.yaml"
+    assert config["output"] == "sweep/runs"
     stored = sorted(p for p in grid.references.glob("*.json") if p.name != TRAINING_FILE)
     assert len(stored) == 4
     assert read_json(grid.references / TRAINING_FILE) == {
