@@ -221,6 +221,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also show N (prediction, gold) pairs per task after the last stage, ✗ if wrong",
     )
     rep.add_argument(
+        "--claims",
+        metavar="CLAIMS",
+        help="check published orderings, comma-separated [METRIC:]LEFT OP RIGHT with OP one of "
+        "> >= < <= and * for every other method, e.g. 'replay>seq-ft,joint>=*,fgt:ewc<seq-ft'",
+    )
+    rep.add_argument(
         "--power",
         action="store_true",
         help="check the power criteria of the runs' protocol on its seq-ft, replay and joint "
@@ -452,7 +458,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from clbench.reporting.recompute import recompute_metrics
-    from clbench.reporting.tables import examples, parse_metrics, report, tables
+    from clbench.reporting.tables import claims_table, examples, parse_metrics, report, tables
+    from clbench.results.claims import check_claims, parse_claims
     from clbench.results.load import read_runs, reported_metrics, runs_frame
 
     results = recompute_metrics(read_runs(args.runs))
@@ -475,6 +482,9 @@ def _report(args: argparse.Namespace) -> int:
             interval=args.interval,
             results=None if args.format == "csv" else results,  # CSV: one table only
         )
+    if args.claims is not None:
+        checked = check_claims(runs, parse_claims(args.claims), args.average_orders)
+        text += "\n" + claims_table(checked, args.format, args.decimals)
     if args.examples is not None:
         text += "\n" + examples(results, args.examples)
     print(text, end="")
@@ -488,6 +498,7 @@ def _power(results: list, args: argparse.Namespace) -> int:
 
     options = {"--baseline": args.baseline, "--metrics": args.metrics}
     options |= {"--average-orders": args.average_orders, "--examples": args.examples}
+    options["--claims"] = args.claims
     given = [flag for flag, value in options.items() if value]
     if given:
         raise ClbenchError(f"--power has fixed criteria on one order; drop {', '.join(given)}")

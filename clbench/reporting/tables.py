@@ -274,6 +274,48 @@ def power_table(criteria: Sequence[Criterion], fmt: str = "md") -> str:
     return frame.to_csv(index=False) + f"# {verdict}\n"
 
 
+# ---- published claims -------------------------------------------------------------------------
+
+
+CLAIMS_NOTE = (
+    "Each claim is its own Holm family; a strict claim (>, <) holds when its sign is shown with "
+    "p_holm < 0.05, a non-strict one (>=, <=) unless the opposite sign is (docs/reports.md#claims)."
+)
+
+
+def claims_table(checked: pd.DataFrame, fmt: str = "md", decimals: int = 1) -> str:
+    """`clbench.results.claims.check_claims`'s lines: the means and their difference in percent
+    points, the test, p, p_holm and the verdict; CSV keeps every number as a fraction."""
+    _check_decimals(decimals)
+    if fmt == "csv":
+        return checked.to_csv(index=False) + f"# {CLAIMS_NOTE}\n"
+    frame = pd.DataFrame(
+        {
+            "claim": checked["claim"],
+            "table": checked["sequence"] + ", " + checked["model"],
+            "compared": checked["left"] + " vs " + checked["right"],
+            "metric": checked["metric"].map(lambda key: METRICS[key].short),
+            "means": [
+                f"{_percent(a, decimals)} vs {_percent(b, decimals)}"
+                for a, b in zip(checked["mean_left"], checked["mean_right"], strict=True)
+            ],
+            "diff": checked["mean_diff"].map(lambda v: _percent(v, decimals)),
+            "test": [
+                f"{test}, n = {a}/{b}"
+                for test, a, b in checked[["test", "n_left", "n_right"]].itertuples(index=False)
+            ],
+            "p": checked["p"].map(_p_value),
+            "p_holm": checked["p_holm"].map(_p_value),
+            "verdict": checked["verdict"],
+        }
+    )
+    if fmt == "md":
+        return f"{frame.to_markdown(index=False, disable_numparse=True)}\n\n{CLAIMS_NOTE}\n"
+    rows = [[_latex_text(str(cell)) for cell in line] for line in frame.itertuples(index=False)]
+    header = [_latex_text(name) for name in frame.columns]
+    return _booktabs(_latex_text(f"Published claims. {CLAIMS_NOTE}"), "l" * 10, header, rows) + "\n"
+
+
 # ---- tables -----------------------------------------------------------------------------------
 
 

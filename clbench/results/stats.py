@@ -212,7 +212,7 @@ def significance_grouped(
                             "row": row,
                             "baseline": base_row,
                             "metric": metric,
-                            **_compare(runs, base_runs, metric),
+                            **compare_runs(runs, base_runs, metric),
                         }
                     )
     result = pd.DataFrame(records, columns=TEST_COLUMNS)
@@ -221,7 +221,9 @@ def significance_grouped(
     return result
 
 
-def _compare(runs: pd.DataFrame, base: pd.DataFrame, metric: str) -> dict[str, Any]:
+def compare_runs(runs: pd.DataFrame, base: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """`two_sample_test` of the metric of `runs` against `base` (rows of `runs_frame`), paired
+    by (seed, order) when both sides have the same set of runs."""
     a, b = _by_run(runs, metric), _by_run(base, metric)
     paired = a.index.is_unique and b.index.is_unique and set(a.index) == set(b.index)
     b = b.loc[a.index] if paired else b
