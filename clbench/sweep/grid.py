@@ -122,14 +122,19 @@ def references_folder(sweep: Path) -> Path:
     return sweep / "references"
 
 
-def cell_id(config: RunConfig, training: dict[str, Any] | None = None) -> str:
-    """Readable, then a hash of the fields that decide what the run computes (those not at
-    their default, `RunConfig.identity`): the same cell has the same folder in every sweep and
-    in later versions that add fields, and two different cells never share one. `training`:
-    the cell reads the sweep's references, trained so (their folder is not part of the hash)."""
+def cell_id(
+    config: RunConfig, training: dict[str, Any] | None = None, include: tuple[str, ...] = ()
+) -> str:
+    """Readable, then a hash of the fields that decide what the run computes, its protocol's
+    budget filled in (those not at their default, `RunConfig.identity`): the same cell has the
+    same folder in every sweep and in later versions that add fields, two different cells never
+    share one, and a protocol whose budget changed makes new cells. `training`: the cell reads
+    the sweep's references, trained so (their folder is not part of the hash)."""
+    from clbench.data.protocol import apply_protocol
     from clbench.training.runner import default_run_id
 
-    fields = {k: v for k, v in config.identity().items() if k not in SWEEP_FIELDS}
+    applied = apply_protocol(config, include)
+    fields = {k: v for k, v in applied.identity().items() if k not in SWEEP_FIELDS}
     if training is not None:
         fields["references"] = {"sweep": training}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -175,7 +180,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         where = f"{path}: axes block {i + 1}" if isinstance(spec.axes, list) else path
         if not isinstance(axes, dict):
             raise ClbenchError(f"{where}: expected a mapping from fields to lists of values")
-        _expand(base, axes, where, folder, training, cells)
+        _expand(base, axes, where, folder, training, include, cells)
     axis_names = list(dict.fromkeys(name for axes in blocks for name in axes))
     for cell in cells.values():  # an axis of another block: this cell's value of the field
         for name in axis_names:
@@ -302,6 +307,7 @@ def _expand(
     path: Path | str,
     folder: Path,
     training: dict[str, Any] | None,
+    include: tuple[str, ...],
     cells: dict[str, Cell],
 ) -> None:
     """Add the cells of one block of axes to `cells` (by id), refusing one seen before."""
@@ -337,7 +343,10 @@ def _expand(
                 f"{path}: cell ({where}) sets references, which the grid's 'references' sets "
                 "for every cell"
             )
-        ident = cell_id(config, training)
+        try:  # the protocol's budget is part of the id
+            ident = cell_id(config, training, include)
+        except ClbenchError as err:
+            raise ClbenchError(f"{path}: cell ({where}): {err}") from err
         config.output, config.run_id = recorded(folder / "runs"), ident
         if ident in cells:
             other = cells[ident]

@@ -67,6 +67,21 @@ def test_a_cell_has_the_same_id_in_every_sweep_and_only_its_config_decides_it(ti
     assert len({c.id for c in [*first.cells, *second.cells]}) == 3
 
 
+def test_a_protocol_whose_budget_changes_makes_new_cells(tiny_tasks, tmp_path):
+    protocol = {"name": "tiny-budget", "version": 1, "status": "provisional"}
+    protocol |= {"sequences": ["tiny"], "seeds": [0], "config": {"steps_per_task": 2}}
+    where = tiny_tasks / "protocols" / "tiny-budget.yaml"
+    where.parent.mkdir()
+    ids = []
+    for steps, description in [(2, "first"), (2, "reworded"), (3, "more steps")]:
+        budget = {"description": description, "config": {"steps_per_task": steps}}
+        where.write_text(yaml.safe_dump(protocol | budget))
+        base = {"sequence": "tiny", "model": "tiny-random", "protocol": "tiny-budget"}
+        (cell,) = load_grid(write_grid(tmp_path, tiny_tasks, base=base)).cells
+        ids.append(cell.id)
+    assert ids[0] == ids[1] != ids[2]
+
+
 def test_base_can_be_a_run_config_file_next_to_the_grid(tiny_tasks, tmp_path):
     (tmp_path / "budget.yaml").write_text(yaml.safe_dump({**BASE, "lr": 0.5}), encoding="utf-8")
     grid = load_grid(write_grid(tmp_path, tiny_tasks, base="budget.yaml", axes={"seed": [3]}))
@@ -132,7 +147,7 @@ def test_bad_grids_fail_before_any_cell_with_one_clear_error(tiny_tasks, tmp_pat
 
 
 def test_two_configs_in_one_folder_are_refused(tiny_tasks, tmp_path, monkeypatch):
-    monkeypatch.setattr("clbench.sweep.grid.cell_id", lambda config, training: "same")
+    monkeypatch.setattr("clbench.sweep.grid.cell_id", lambda config, training, include: "same")
     with pytest.raises(ClbenchError, match="write the same folder same with different configs"):
         load_grid(write_grid(tmp_path, tiny_tasks, axes={"seed": [0, 1]}))
 
