@@ -193,7 +193,8 @@ def test_a_submission_naming_a_changed_protocol_is_refused(default_runs, tmp_pat
     stale = {"name": "cpu-small", "version": 1, "hash": "0" * 16}
     path = _submission(default_runs, tmp_path, lambda run: run.update(protocol=stale))
     errors = "\n".join(validate_file(path).errors)
-    assert f"the registered protocol is v1 ({load_protocol('cpu-small').hash})" in errors
+    protocol = load_protocol("cpu-small")
+    assert f"the registered protocol is v{protocol.version} ({protocol.hash})" in errors
 
 
 def test_a_submission_naming_an_unknown_protocol_is_refused(default_runs, tmp_path) -> None:
