@@ -490,3 +490,16 @@ def test_the_baselines_grid_runs_every_method_under_the_protocol_with_references
     assert len({c.config.method for c in cells}) == 14
     order2 = {c.config.method for c in cells if c.config.sequence == "standard-cl-order2"}
     assert order2 == {"seq-ft", "replay", "joint", "o-lora", "ewc", "ssr"}
+
+
+def test_the_cpt_study_grid_runs_the_papers_strategies():
+    root = next(p for p in Path(__file__).parents if (p / "benchmarks").is_dir())
+    grid = load_grid(root / "benchmarks" / "cpt_study_grid.yaml")
+    assert grid.folder == (root / "benchmarks" / "results" / "cpt-study").resolve()
+    methods = [(c.config.method, c.config.method_args) for c in grid.cells]
+    assert [m for m, _ in methods] == ["seq-ft", *["cpt-rewarm"] * 4, "joint"]
+    replay = [args["replay_fraction"] for m, args in methods if m == "cpt-rewarm"]
+    assert replay == [0.0, 0.005, 0.01, 0.05]
+    assert methods[-1][1]["from_scratch"] is True
+    assert {c.config.sequence for c in grid.cells} == {"cpt-en-de"} and grid.references is None
+    assert all(c.stages == 2 and c.config.eval_every == 20 for c in grid.cells)
