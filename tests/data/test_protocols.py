@@ -185,7 +185,8 @@ def test_a_submission_off_its_protocols_budget_shows_the_differing_fields(
     path = _submission(default_runs, tmp_path, lambda run: run.update(protocol=small.record()))
     errors = "\n".join(validate_file(path).errors)
     assert "budget differs from protocol cpu-small" in errors
-    assert "steps_per_task: 1 (protocol cpu-small: 30)" in errors
+    steps = small.config["steps_per_task"]
+    assert f"steps_per_task: 1 (protocol cpu-small: {steps})" in errors
     assert "model: 'tiny-random' (protocol cpu-small: 'smollm2-135m')" in errors
 
 
