@@ -76,9 +76,20 @@ def load_hub(spec: dict[str, Any], task: str) -> dict[str, list[dict]]:
     return _hold_out(tables[splits["train"]], spec["holdout"], task)
 
 
+# The first connection failure of the process, so that the next loads fail at once instead of
+# each retrying for half a minute (validating a leaderboard offline loads dozens of tasks).
+_unreachable: list[ConnectionError] = []
+
+
 def _load_split(spec: dict[str, Any], hub_split: str, task: str) -> list[dict]:
     from datasets import load_dataset
 
+    if _unreachable:
+        raise ClbenchError(
+            f"task {task!r}: cannot load {spec['path']!r} split {hub_split!r}: the Hub was "
+            f"unreachable earlier in this process ({_unreachable[0]}); offline, use a local "
+            "mirror (--data-dir)"
+        )
     try:
         rows = load_dataset(
             spec["path"],
@@ -89,6 +100,8 @@ def _load_split(spec: dict[str, Any], hub_split: str, task: str) -> list[dict]:
             split=hub_split,
         )
     except Exception as err:  # datasets raises many types; all mean "cannot get it"
+        if isinstance(err, ConnectionError):
+            _unreachable.append(err)
         raise ClbenchError(
             f"task {task!r}: cannot load {spec['path']!r} split {hub_split!r} "
             f"({err.__class__.__name__}: {err}); offline, use a local mirror (--data-dir)"

@@ -461,16 +461,16 @@ def submit(
 
 
 def _published(run: Results) -> Results:
-    """The run without its private config fields; without its predictions when it was not
-    read from a results.json beside them (a run of another submission file)."""
+    """The run without its private config fields; without its predictions when their folder
+    is gone."""
     config = run.config and {k: v for k, v in run.config.items() if k not in PRIVATE_CONFIG}
-    kept = run.predictions if Path(run.source).is_file() else None
+    kept = run.predictions if predictions_folder(run).is_dir() else None
     return dataclasses.replace(run, config=config, predictions=kept)
 
 
 def _source_folders(runs: list[Results]) -> Callable[[Results], Path]:
-    """The run folder each run was read from, found by its sequence and seed."""
-    folders = {(run.sequence.name, run.seed): Path(run.source).parent for run in runs}
+    """The folder of each run's predictions, found by its sequence and seed."""
+    folders = {(run.sequence.name, run.seed): predictions_folder(run) for run in runs}
     return lambda run: folders[run.sequence.name, run.seed]
 
 
@@ -480,7 +480,7 @@ def _copy_predictions(target: Path, runs: list[Results]) -> None:
     for run in runs:
         if run.predictions is None:
             continue
-        source = Path(run.source).parent
+        source = predictions_folder(run)
         for cell in (cell for row in run.predictions.files for cell in row):
             copy = run_folder(target, run) / cell.path
             copy.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,26 @@ def test_unreachable_hub_dataset_is_a_clear_error(hub_task):
         load_task("news", (str(hub_task),)).load()
 
 
+def test_after_one_connection_failure_the_hub_is_not_tried_again(hub_task, monkeypatch):
+    """Offline, every load would retry for half a minute; the first failure answers the rest."""
+    import datasets
+
+    from clbench.data import hub
+
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("Couldn't reach 'json' on the Hub")
+
+    monkeypatch.setattr(hub, "_unreachable", [])
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    for _ in range(2):
+        with pytest.raises(ClbenchError, match=r"cannot load 'json'.*local mirror"):
+            load_task("news", (str(hub_task),)).load()
+    assert len(calls) == 1
+
+
 def _data_imports() -> dict[str, set[str]]:
     """For each module of clbench.data, the modules of clbench.data it imports, at any depth
     of its code (an import inside a function closes a cycle as surely as one at the top)."""

@@ -256,6 +256,15 @@ def test_resubmitting_replaces_the_predictions(entry: Path, world) -> None:
     assert validate_file(entry, str(world["mirror"])).status == "verified"
 
 
+def test_a_submission_resubmitted_elsewhere_keeps_its_predictions(entry, world, tmp_path):
+    """Runs read from a submission file take their predictions from that submission's folder."""
+    (copy,) = submit([str(entry)], tmp_path / "other", data_dir=str(world["mirror"]))
+    assert validate_file(copy, str(world["mirror"])).status == "verified"
+    folders = [path.with_suffix("") for path in (entry, copy)]
+    files = [sorted(p.relative_to(f) for p in f.rglob("*.jsonl")) for f in folders]
+    assert files[0] == files[1] != []
+
+
 def test_a_ranked_task_that_generated_its_label_is_rescored_as_evaluated(world, tmp_path) -> None:
     """Under --eval-mode generate the cell is the accuracy of the generated labels, and the
     lines hold the generated text against the gold label's text."""
