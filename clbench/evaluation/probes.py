@@ -13,6 +13,7 @@ probe has no task identity to select an adapter or prompt with).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -77,9 +78,12 @@ def _load_lm_eval(names: list[str], include: list[str], limit: int | None) -> di
         ) from err
     # Its warning that a model object (not a name) was passed is expected here.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    manager = TaskManager(include_path=include or None)
+    # Indexing lm-eval's own thousands of tasks takes about 20 s, which local probes do not need.
+    local = TaskManager(include_path=include, include_defaults=False) if include else None
+    full = functools.cache(lambda: TaskManager(include_path=include or None))
+    known = local.all_tasks if local else []
     for name in names:
-        if name not in manager.all_tasks:
+        if name not in known and name not in full().all_tasks:
             where = f" or in {', '.join(include)}" if include else ""
             raise ClbenchError(
                 f"unknown probe {name!r}: not a clbench task (see `clbench list tasks`) and not "
@@ -87,17 +91,18 @@ def _load_lm_eval(names: list[str], include: list[str], limit: int | None) -> di
             )
     loaded = {}
     for name in names:
-        try:  # builds the task, which downloads or reads its data, then its requests
-            found = manager.load([name])
-            for task in found["tasks"].values():
-                if task.get_config("num_fewshot") is None:  # as simple_evaluate does
-                    task.set_config(key="num_fewshot", value=0)
-                task.build_all_requests(limit=limit)
-        except Exception as err:  # lm-eval and datasets raise many kinds
-            raise ClbenchError(
-                f"probe {name!r}: lm-eval could not load it, its data or its prompts: "
-                f"{err.__class__.__name__}: {err}"
-            ) from err
+        # A local task may rest on lm-eval's own (a group of them, say): then the full index.
+        managers = [lambda: local, full] if name in known else [full]
+        for i, manager in enumerate(managers):
+            try:
+                found = _build(manager(), name, limit)
+                break
+            except Exception as err:  # lm-eval and datasets raise many kinds
+                if i == len(managers) - 1:
+                    raise ClbenchError(
+                        f"probe {name!r}: lm-eval could not load it, its data or its prompts: "
+                        f"{err.__class__.__name__}: {err}"
+                    ) from err
         loaded[name] = found["groups"].get(name) or found["tasks"].get(name)
         if loaded[name] is None:  # a tag: tasks with no aggregate score of their own
             raise ClbenchError(
@@ -105,6 +110,16 @@ def _load_lm_eval(names: list[str], include: list[str], limit: int | None) -> di
                 f"score of its own; name its tasks ({', '.join(sorted(found['tasks']))}) instead"
             )
     return loaded
+
+
+def _build(manager: Any, name: str, limit: int | None) -> dict:
+    """The task or group `name`, its data read and its requests built, as simple_evaluate does."""
+    found = manager.load([name])
+    for task in found["tasks"].values():
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.build_all_requests(limit=limit)
+    return found
 
 
 def check_model(probes: list[Probe], model: torch.nn.Module) -> None:
