@@ -85,6 +85,27 @@ def test_lm_eval_probe_scores_the_model_in_memory(tmp_path):
     assert scores == {"A": 1.0, "B": 0.0}
 
 
+def test_a_local_probe_loads_without_lm_evals_own_index(tmp_path, monkeypatch):
+    """Indexing lm-eval's own tasks takes about 20 s; a probe of --probe-include needs none."""
+    import lm_eval.tasks
+
+    from clbench.config import RunConfig
+    from clbench.evaluation.probes import load_probes
+
+    built = []
+
+    class Recording(lm_eval.tasks.TaskManager):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("include_defaults", True))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Recording)
+    folder = write_lm_eval_probe(tmp_path / "probes")
+    config = RunConfig(probes=["local-yesno"], probe_include=[str(folder)], probe_limit=2)
+    (probe,) = load_probes(config, (), [])
+    assert probe.target is not None and built == [False]
+
+
 @pytest.mark.parametrize(
     ("probes", "message"),
     [
