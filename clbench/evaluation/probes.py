@@ -168,12 +168,15 @@ def batch_size(config: RunConfig) -> int:
 def _lm_eval_score(probe: Probe, model: Any, tokenizer: Any, config: RunConfig) -> float:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size(config))
     try:
         output = simple_evaluate(
             model=lm,
             tasks=[probe.target],
+            # The task is built already; an empty index spares lm-eval's own (about 20 s).
+            task_manager=TaskManager(include_defaults=False),
             limit=config.probe_limit,  # the first N documents: the same ones every time
             bootstrap_iters=0,
             log_samples=False,

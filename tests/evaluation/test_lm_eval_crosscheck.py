@@ -33,7 +33,7 @@ def lm_eval_samples(model, tokenizer, folder: Path, task: str) -> list[dict]:
     output = simple_evaluate(
         model=lm,
         tasks=[task],
-        task_manager=TaskManager(include_path=str(folder)),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         bootstrap_iters=0,
         log_samples=True,
     )
@@ -107,7 +107,7 @@ def test_export_of_a_generation_task_scores_with_clbench(tmp_path):
     output = simple_evaluate(
         model=lm,
         tasks=["offline-ner-news"],
-        task_manager=TaskManager(include_path=str(tmp_path)),
+        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
         bootstrap_iters=0,
         log_samples=True,
     )
