@@ -43,7 +43,7 @@ def write_protocol(folder: Path, spec: dict, name: str = "tiny-budget") -> Path:
 def test_the_shipped_protocols_load_and_are_not_tasks() -> None:
     assert {"cpu-small", "paper"} <= set(protocol_names())
     small, paper = load_protocol("cpu-small"), load_protocol("paper")
-    assert small.status == "provisional"
+    assert small.status == "final"
     assert small.config["model"] == "smollm2-135m"
     # Below 200 test examples a task only with the stated reason (docs/protocols.md).
     assert small.config["max_test_examples"] >= 200 or small.small_test_sets
@@ -289,6 +289,6 @@ def test_cli_lists_protocols_and_refuses_an_unknown_one(capsys) -> None:
 
     assert main(["list", "protocols"]) == 0
     listed = capsys.readouterr().out
-    assert "cpu-small" in listed and "provisional" in listed and "paper" in listed
+    assert "cpu-small" in listed and "final" in listed and "paper" in listed
     assert main(["run", "--protocol", "nope", "--model", "tiny-random"]) == 2
     assert "unknown protocol 'nope'" in capsys.readouterr().err
