@@ -349,9 +349,10 @@ def tables(
     tests = significance_grouped(grouped, baseline, metrics) if baseline else None
     if tests is not None:
         cautions += _untested(grouped, baseline)
-    legend = _legend(summary, tests, baseline, interval, average_orders, fmt)
+    units = _table_units(grouped)
+    legend = _legend(summary, tests, baseline, interval, average_orders, fmt) + _loss_note(units)
     if fmt == "csv":
-        return _csv(summary, spread, tests, legend + cautions, decimals)
+        return _csv(summary, spread, tests, legend + cautions, decimals, units)
     tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline, spread)
     text = tabled.latex(legend, cautions) if fmt == "latex" else tabled.markdown(legend + cautions)
     if results is None:
@@ -430,20 +431,39 @@ CI_NAMES = {
 }
 
 
-def _percent(value: float, decimals: int, missing: str = NA) -> str:
+def _percent(value: float, decimals: int, missing: str = NA, factor: float = 100.0) -> str:
+    """`value` (a fraction, or a loss for `factor` 1) as shown, with `decimals` decimals."""
     if pd.isna(value):
         return missing
-    return f"{round(value * 100, decimals) + 0.0:.{decimals}f}"  # + 0.0: no "-0.0"
+    return f"{round(value * factor, decimals) + 0.0:.{decimals}f}"  # + 0.0: no "-0.0"
+
+
+def _table_units(grouped: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:
+    """(factor, unit) of each table (sequence, model): percent, or the loss unit of sequences
+    scored by one loss only (their metrics are of the negated loss: docs/metrics.md#direction)."""
+    firsts = grouped.groupby(["table_sequence", "model"], sort=True)[["unit_factor", "unit"]]
+    return {key: (float(row["unit_factor"]), row["unit"]) for key, row in firsts.first().iterrows()}
+
+
+def _loss_note(units: dict[tuple[str, str], tuple[float, str]]) -> list[str]:
+    """The legend line for tables in a loss unit instead of percent, if the report has any."""
+    lossy = sorted({unit for _, unit in units.values()} - {"%"})
+    if not lossy:
+        return []
+    return [
+        f"tables titled with {' or '.join(lossy)} hold that unit instead of percent: their "
+        "tasks are scored by a loss, and the metrics read it negated (docs/metrics.md#direction)"
+    ]
 
 
 def _p_value(p: float, missing: str = NA) -> str:
     return missing if pd.isna(p) else f"{p:.3g}"
 
 
-def _ranks(means: pd.Series, metric: str, decimals: int) -> pd.Series:
+def _ranks(means: pd.Series, metric: str, decimals: int, factor: float) -> pd.Series:
     """1 for the best shown mean of a column, 2 for the second (ties share), by the metric's
     direction; a best needs 2 values to rank and a second 3, else 0."""
-    shown = (means * 100).round(decimals)
+    shown = (means * factor).round(decimals)
     count = int(shown.notna().sum())
     lower_is_better = not METRICS[metric].higher_is_better
     ranks = shown.rank(method="dense", ascending=lower_is_better).fillna(0).astype(int)
@@ -467,9 +487,10 @@ class _Tables:
         self.grouped, self.tests, self.metrics, self.spread = grouped, tests, metrics, spread
         self.decimals, self.interval, self.baseline = decimals, interval, baseline
         self.sizes = grouped.groupby(ROW_KEYS).size()
+        self.units = _table_units(grouped)
         self.blocks = [block for _, block in summary.groupby(["sequence", "model"], sort=True)]
         significant = tests[tests["significant"]] if tests is not None else summary.iloc[:0]
-        self.test_lines = _test_table(tests, decimals)
+        self.test_lines = _test_table(tests, decimals, self.units)
         self.marked = set(
             zip(*(significant[k] for k in ("sequence", "model", "row", "metric")), strict=True)
         )
@@ -486,15 +507,20 @@ class _Tables:
         ]
         names = sorted(set(runs["sequence"]))
         shown = sequence if names == [sequence] else f"{sequence} (averaged: {', '.join(names)})"
-        return f"{shown}, {model}"
+        unit = self.units[(sequence, model)][1]
+        return f"{shown}, {model}" + ("" if unit == "%" else f", in {unit}")
+
+    def factor(self, sequence: str, model: str) -> float:
+        return self.units[(sequence, model)][0]
 
     def cells(self, block: pd.DataFrame, latex: bool) -> pd.DataFrame:
         """Formatted cells: one line per row label, one column per metric, best/second marked."""
         labels = self.rows(block)
+        factor = self.factor(block["sequence"].iloc[0], block["model"].iloc[0])
         columns = {}
         for metric in self.metrics:
             part = block[block["metric"] == metric].set_index("row").loc[labels]
-            ranks = _ranks(part["mean"], metric, self.decimals)
+            ranks = _ranks(part["mean"], metric, self.decimals, factor)
             columns[metric] = [
                 self.emphasis(self.cell(record, latex), rank, latex)
                 for (_, record), rank in zip(part.iterrows(), ranks, strict=True)
@@ -505,15 +531,18 @@ class _Tables:
         return frame
 
     def cell(self, record: pd.Series, latex: bool) -> str:
-        mean = _percent(record["mean"], self.decimals)
+        factor = self.factor(record["sequence"], record["model"])
+        mean = _percent(record["mean"], self.decimals, factor=factor)
         if mean == NA:
             return NA
         if self.interval == "std":
-            spread = _percent(record["std"], self.decimals)
+            spread = _percent(record["std"], self.decimals, factor=factor)
             plus_minus = r"\pm" if latex else "±"
             text = mean if spread == NA else f"{mean} {plus_minus} {spread}"
         else:
-            low, high = (_percent(record[key], self.decimals) for key in ("ci_low", "ci_high"))
+            low, high = (
+                _percent(record[key], self.decimals, factor=factor) for key in ("ci_low", "ci_high")
+            )
             text = mean if low == NA else f"{mean} [{low}, {high}]"
         key = (record["sequence"], record["model"], record.name, record["metric"])
         if key in self.marked:
@@ -524,12 +553,13 @@ class _Tables:
         """`std over seeds / std over orders` per row label and metric, with the orders."""
         labels = self.rows(block)
         keys = (block["sequence"].iloc[0], block["model"].iloc[0])
+        factor = self.factor(*keys)
         mine = self.spread[(self.spread["sequence"] == keys[0]) & (self.spread["model"] == keys[1])]
         columns = {"orders": mine.groupby("row")["n_orders"].max().loc[labels].tolist()}
         for metric in self.metrics:
             part = mine[mine["metric"] == metric].set_index("row").loc[labels]
             seeds, orders = (
-                part[key].map(lambda v: _percent(v, self.decimals))
+                part[key].map(lambda v: _percent(v, self.decimals, factor=factor))
                 for key in ("std_seeds", "std_orders")
             )
             columns[metric] = [f"{a} / {b}" for a, b in zip(seeds, orders, strict=True)]
@@ -582,7 +612,7 @@ class _Tables:
                 spread = self.spread_cells(block)
                 rows = [[latex_escape(label), *map(str, line)] for label, line in spread.iterrows()]
                 title = (
-                    f"{_latex_text(self.title(block))}: standard deviation (\\%) over seeds "
+                    f"{_latex_text(self.title(block))}: standard deviation over seeds "
                     "within a task order, pooled over the orders / over the order means."
                 )
                 header = ["Method", "Orders", *header[2:]]
@@ -592,12 +622,17 @@ class _Tables:
         return "\n\n".join(parts) + "\n"
 
 
-def _test_table(tests: pd.DataFrame | None, decimals: int) -> pd.DataFrame:
+def _test_table(
+    tests: pd.DataFrame | None, decimals: int, units: dict[tuple[str, str], tuple[float, str]]
+) -> pd.DataFrame:
     """The tests as text, one line per comparison of a metric that both sides have; sequence
-    and model only when the report has several (the table titles name them otherwise)."""
+    and model only when the report has several (the table titles name them otherwise). The
+    difference is in its table's unit ("diff (%)" when every table is in percent)."""
     if tests is None:
         return pd.DataFrame()
     tests = tests[(tests["n_method"] > 0) & (tests["n_baseline"] > 0)]
+    factors = [units[key][0] for key in zip(tests["sequence"], tests["model"], strict=True)]
+    diff = "diff (%)" if {unit for _, unit in units.values()} == {"%"} else "diff"
     table = pd.DataFrame(
         {
             "sequence": tests["sequence"],
@@ -607,7 +642,10 @@ def _test_table(tests: pd.DataFrame | None, decimals: int) -> pd.DataFrame:
             "metric": tests["metric"],
             "test": tests["test"],
             "n": tests["n_method"].astype(str) + " / " + tests["n_baseline"].astype(str),
-            "diff (%)": tests["mean_diff"].map(lambda v: _percent(v, decimals)),
+            diff: [
+                _percent(v, decimals, factor=f)
+                for v, f in zip(tests["mean_diff"], factors, strict=True)
+            ],
             "p": tests["p"].map(_p_value),
             "p_holm": tests["p_holm"].map(_p_value),
             "significant": tests["significant"].map({True: "yes", False: "no"}),
@@ -653,6 +691,7 @@ LATEX_TEST_HEADERS = {
     "test": ("l", "Test"),
     "n": ("c", "$n$"),
     "diff (%)": ("r", r"$\Delta$ (\%)"),
+    "diff": ("r", r"$\Delta$"),
     "p": ("r", "$p$"),
     "p_holm": ("r", r"$p_\mathrm{Holm}$"),
     "significant": ("l", "Sig."),
@@ -701,8 +740,10 @@ def _csv(
     tests: pd.DataFrame | None,
     notes: list[str],
     decimals: int,
+    units: dict[tuple[str, str], tuple[float, str]],
 ) -> str:
-    """Every number: percent with `decimals` decimals, p-values with 3 significant digits."""
+    """Every number: percent (or its table's loss unit, in the column `unit`) with `decimals`
+    decimals, p-values with 3 significant digits."""
     table = summary
     if spread is not None:
         table = table.merge(spread, on=["sequence", "model", "row", "metric"], how="left")
@@ -713,9 +754,14 @@ def _csv(
     for column in ("n_method", "n_baseline"):  # the merge made them float (NaN for baselines)
         if column in table:
             table[column] = table[column].astype("Int64")
+    keys = list(zip(table["sequence"], table["model"], strict=True))
+    table.insert(table.columns.get_loc("metric") + 1, "unit", [units[key][1] for key in keys])
     for column in PERCENT_COLUMNS:
         if column in table:
-            table[column] = table[column].map(lambda v: _percent(v, decimals, missing=""))
+            table[column] = [
+                _percent(v, decimals, missing="", factor=units[key][0])
+                for v, key in zip(table[column], keys, strict=True)
+            ]
     for column in ("statistic", "p", "p_holm"):
         if column in table:
             table[column] = table[column].map(lambda v: _p_value(v, missing=""))

@@ -104,8 +104,9 @@ def runs_frame(runs: Sequence[Results]) -> pd.DataFrame:
     order (`split_order`), method, model, model_source, model_revision, peft, seed, budget and
     hyperparameters (canonical JSON), protocol (`name vVERSION HASH`, or "none"),
     uses_task_id, extra_memory, test_data and test_data_set (hashes of the test fingerprints in
-    order and as a set), comparability_key (equal for runs that may be averaged within one
-    sequence), and one column per metric of the table (NaN where undefined).
+    order and as a set), unit_factor and unit (what the metrics are shown in:
+    `clbench.metrics.metrics_unit`), comparability_key (equal for runs that may be averaged
+    within one sequence), and one column per metric of the table (NaN where undefined).
     """
     if not runs:
         raise ClbenchError("no runs given")
@@ -142,6 +143,7 @@ def _row(run: Results) -> dict[str, Any]:
         "test_data": _digest(fingerprints),
         "test_data_set": _digest(sorted(set(fingerprints))),
     }
+    row["unit_factor"], row["unit"] = metrics.metrics_unit([t.metric for t in run.sequence.tasks])
     row["comparability_key"] = _digest(
         [row[key] for key in ("sequence", "protocol", "test_data", "model", "method", *COMPARED)]
     )

@@ -50,10 +50,11 @@ def results(
     model: str = "smollm2-135m",
     revision: str | None = None,
     peft: dict[str, Any] | None = None,
+    task_metric: str = "accuracy",
 ) -> dict[str, Any]:
     """A results.json with the fields the report reads; metrics other than aa/fgt are fixed."""
     tasks = [
-        {"name": f"task-{fp}", "family": "text_classification", "metric": "accuracy"}
+        {"name": f"task-{fp}", "family": "text_classification", "metric": task_metric}
         | {"train_size": 8, "test_size": 4, "fingerprint": fp, "train_fingerprint": "t" + fp}
         for fp in fingerprints
     ]
@@ -456,6 +457,30 @@ def test_csv_has_every_number_in_percent(tmp_path):
     assert frame.loc["replay", "ci_method"] == "t" and frame.loc["replay", "test"] == "paired t"
     assert frame.loc["replay", "n_method"] == 3
     assert "# 95% CI of the mean: Student t" in text
+
+
+def test_tables_of_loss_scored_runs_are_in_the_loss_unit(tmp_path):
+    # The metrics of bits-per-byte tasks are negated losses (-1.55 = 1.55 bits per byte on
+    # average after the last stage): shown as they are, not as percent, in every format.
+    loss = {"task_metric": "bits_per_byte", "sequence": "cpt-en-de"}
+    write_methods(tmp_path, {"seq-ft": [-1.55, -1.60], "cpt-rewarm": [-1.88, -1.90]}, **loss)
+    for seed, aa in enumerate([0.50, 0.52]):
+        write_run(tmp_path, f"classification-s{seed}", seed=seed, aa=aa)
+    frame = load_runs([str(tmp_path)])
+    text = tables(frame, metrics=["aa"], baseline="seq-ft", decimals=3)
+    assert "### cpt-en-de, smollm2-135m, in bits/byte" in text
+    assert "### standard-cl-order1, smollm2-135m\n" in text
+    assert "**-1.575 ± 0.035**" in text and "-1.890 ± 0.014" in text and "51.000 ± 1.414" in text
+    assert "tables titled with bits/byte hold that unit instead of percent" in text
+    assert "|   diff |" in text and "-0.315" in text  # the tests' column is in the table's unit
+    csv = pd.read_csv(io.StringIO(tables(frame, "csv", metrics=["aa"], decimals=3)), comment="#")
+    assert sorted(zip(csv["unit"], csv["mean"], strict=True)) == [
+        ("%", 51.0),
+        ("bits/byte", -1.89),
+        ("bits/byte", -1.575),
+    ]
+    only_accuracy = tables(frame[frame["unit"] == "%"], metrics=["aa"], baseline="seq-ft")
+    assert "in bits/byte" not in only_accuracy and "hold that unit" not in only_accuracy
 
 
 ORDERS = {1: ("fp-a", "fp-b", "fp-c"), 2: ("fp-b", "fp-c", "fp-a")}
