@@ -285,21 +285,30 @@ CLAIMS_NOTE = (
 
 def claims_table(checked: pd.DataFrame, fmt: str = "md", decimals: int = 1) -> str:
     """`clbench.results.claims.check_claims`'s lines: the means and their difference in percent
-    points, the test, p, p_holm and the verdict; CSV keeps every number as a fraction."""
+    points (or in the loss unit of a loss-scored table, named after it), the test, p, p_holm
+    and the verdict; CSV keeps every number as a fraction (or a loss)."""
     _check_decimals(decimals)
     if fmt == "csv":
         return checked.to_csv(index=False) + f"# {CLAIMS_NOTE}\n"
+    means, factors = (
+        zip(checked["mean_left"], checked["mean_right"], strict=True),
+        checked["unit_factor"],
+    )
+    units = checked["unit"].map(lambda unit: "" if unit == "%" else f", in {unit}")
     frame = pd.DataFrame(
         {
             "claim": checked["claim"],
-            "table": checked["sequence"] + ", " + checked["model"],
+            "table": checked["sequence"] + ", " + checked["model"] + units,
             "compared": checked["left"] + " vs " + checked["right"],
             "metric": checked["metric"].map(lambda key: METRICS[key].short),
             "means": [
-                f"{_percent(a, decimals)} vs {_percent(b, decimals)}"
-                for a, b in zip(checked["mean_left"], checked["mean_right"], strict=True)
+                f"{_percent(a, decimals, factor=f)} vs {_percent(b, decimals, factor=f)}"
+                for (a, b), f in zip(means, factors, strict=True)
             ],
-            "diff": checked["mean_diff"].map(lambda v: _percent(v, decimals)),
+            "diff": [
+                _percent(v, decimals, factor=f)
+                for v, f in zip(checked["mean_diff"], factors, strict=True)
+            ],
             "test": [
                 f"{test}, n = {a}/{b}"
                 for test, a, b in checked[["test", "n_left", "n_right"]].itertuples(index=False)

@@ -33,8 +33,9 @@ from clbench.results.stats import ALPHA, compare_runs, holm
 EVERY = "*"
 OPERATORS = {">": (1, True), ">=": (1, False), "<": (-1, True), "<=": (-1, False)}
 HOLDS, REVERSED, NOT_SHOWN = "holds", "reversed", "not shown"
-COLUMNS = ["claim", "sequence", "model", "left", "right", "metric", "mean_left", "mean_right"]
-COLUMNS += ["mean_diff", "test", "n_left", "n_right", "p", "p_holm", "verdict"]
+COLUMNS = ["claim", "sequence", "model", "left", "right", "metric", "unit", "unit_factor"]
+COLUMNS += ["mean_left", "mean_right", "mean_diff", "test", "n_left", "n_right", "p", "p_holm"]
+COLUMNS += ["verdict"]
 _CLAIM = re.compile(r"^\s*(?:(\w+)\s*:)?\s*(.+?)\s*(>=|<=|>|<)\s*(.+?)\s*$")
 
 
@@ -112,6 +113,8 @@ def _pairs(claim: Claim, sequence: str, model: str, block: pd.DataFrame) -> list
                     "left": left,
                     "right": right,
                     "metric": claim.metric,
+                    "unit": a["unit"].iloc[0],
+                    "unit_factor": a["unit_factor"].iloc[0],
                     "mean_left": a[claim.metric].mean(),
                     "mean_right": b[claim.metric].mean(),
                     "mean_diff": tested["mean_diff"],

@@ -12,6 +12,7 @@ from test_report import results, write_methods
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
+from clbench.reporting.tables import claims_table
 from clbench.results.claims import HOLDS, NOT_SHOWN, REVERSED, check_claims, parse_claims
 from clbench.results.load import load_runs
 from clbench.results.stats import holm
@@ -93,3 +94,15 @@ def test_report_prints_the_claims(tmp_path, capsys):
     assert out.count("joint vs") == 3 and "Each claim is its own Holm family" in out
     assert main(["report", str(tmp_path), "--power", "--claims", "replay>seq-ft"]) == 2
     assert "drop --claims" in capsys.readouterr().err
+
+
+def test_claims_on_loss_scored_runs_are_in_the_loss_unit(tmp_path):
+    # AA of bits-per-byte tasks is the negated loss: -1.55 vs -1.91, a difference of 0.36 bits
+    # per byte, shown as such and not as 36.0 percent points.
+    values = {"replay": [-1.50, -1.55, -1.60], "seq-ft": [-1.86, -1.90, -1.97]}
+    write_methods(tmp_path, values, task_metric="bits_per_byte", sequence="cpt-en-de")
+    checked = check_claims(load_runs([tmp_path]), parse_claims("replay>seq-ft"))
+    text = claims_table(checked, decimals=2)
+    line = next(row for row in text.splitlines() if "replay vs seq-ft" in row)
+    assert "cpt-en-de, smollm2-135m, in bits/byte" in line
+    assert "-1.55 vs -1.91" in line and "| 0.36 " in line and "holds" in line
