@@ -81,5 +81,7 @@ def shared_row0(
         if kept.is_dir():
             shutil.copytree(kept, entry / "predictions", dirs_exist_ok=True)
         # Written last: an entry with row0.json is complete.
-        write_json(entry / "row0.json", {"scores": scores, "source": run_dir.name})
+        write_json(
+            entry / "row0.json", {"scores": scores, "source": run_dir.name, "seconds": seconds}
+        )
         return scores, seconds, None

@@ -20,16 +20,24 @@ def sharing_table(grid: Grid) -> str:
     folder = SweepFolder(grid.folder)
     done = {cell.id for cell in grid.cells if _done(folder.run_dir(cell.id))}
     rows = []
-    # Row 0: the cells that reused one name the cell that evaluated it.
+    notes = []
+    # Row 0: the cells that reused one name its cache entry.
     reusers = Counter(
-        row0["source"]
+        row0["key"]
         for cell in done
         if (row0 := read_json(folder.run_dir(cell) / "results.json").get("row0"))
     )
     if reusers:
-        seconds = {source: _stage_seconds(folder.run_dir(source), first=True) for source in reusers}
+        seconds = {key: _row0_seconds(folder, key) for key in reusers}
+        unknown = [key for key, value in seconds.items() if value is None]
+        if unknown:
+            notes.append(
+                f"row 0 of {len(unknown)} kind(s) counted as 0 s: the cell that evaluated it is "
+                "no longer in the sweep folder, and its entry predates the recorded seconds"
+            )
+        seconds = {key: value or 0.0 for key, value in seconds.items()}
         users = sum(reusers.values()) + len(reusers)
-        saved = sum(count * seconds[source] for source, count in reusers.items())
+        saved = sum(count * seconds[key] for key, count in reusers.items())
         rows.append(["row 0", len(reusers), users, sum(seconds.values()), saved])
     # References: every cell that reads one, finished, used it.
     references = [cell for cell in grid.cells if cell.reference is not None and cell.id in done]
@@ -44,11 +52,21 @@ def sharing_table(grid: Grid) -> str:
     headers = ["shared", "computed", "used by cells", "seconds (each once)", "seconds saved"]
     table = tabulate(rows, headers=headers, floatfmt=".0f")
     total = sum(row[-1] for row in rows)
-    return f"{table}\ntime saved by sharing: {total:.0f} s"
+    return "\n".join([table, f"time saved by sharing: {total:.0f} s", *notes])
 
 
 def _done(run_dir: Path) -> bool:
     return (run_dir / "results.json").exists() and results_problem(run_dir) is None
+
+
+def _row0_seconds(folder: SweepFolder, key: str) -> float | None:
+    """The seconds row 0 `key` took: recorded in its entry, else (older entries) row 0's stage
+    in the cell that evaluated it; None when neither is there any more."""
+    entry = read_json(folder.row0() / key / "row0.json")
+    if "seconds" in entry:
+        return entry["seconds"]
+    source = folder.run_dir(entry["source"])
+    return _stage_seconds(source, first=True) if (source / "state.json").exists() else None
 
 
 def _stage_seconds(run_dir: Path, first: bool = False) -> float:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import write_task
 
-from clbench.results.io import read_json
+from clbench.results.io import read_json, write_json
 from clbench.sweep import backends, driver
 from clbench.sweep.cells import SweepFolder
 from clbench.sweep.grid import load_grid
@@ -126,7 +126,10 @@ def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(
     )
     assert row.split()[1:3] == ["4", "8"]
     assert [float(v) for v in row.split()[3:5]] == [round(seconds), round(seconds)]
-    assert any(line.startswith("row 0") for line in table.splitlines())
+    # Row 0's seconds are those recorded in its shared entries, once each.
+    entries = list(folder.row0().glob("*/row0.json"))
+    row0 = next(line for line in table.splitlines() if line.startswith("row 0")).split()
+    assert float(row0[4]) == round(sum(read_json(path)["seconds"] for path in entries))
     assert "time saved by sharing:" in table
 
     # A second sweep computes nothing.
@@ -135,6 +138,14 @@ def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(
     driver.run_sweep(load_grid(grid.path), out=lines.append)
     assert "8 cells in" in lines[0] and "0 to run" in lines[0]
     assert {c.id: len(folder.record(c.id)["attempts"]) for c in grid.cells} == attempts
+
+    # An entry written before the seconds were recorded, by a cell no longer in the folder:
+    # counted as 0 s, and the table says so.
+    for path in entries:
+        write_json(path, {"scores": read_json(path)["scores"], "source": "a-removed-cell"})
+    table = driver.status_table(grid)
+    assert float(next(ln for ln in table.splitlines() if ln.startswith("row 0")).split()[4]) == 0
+    assert "counted as 0 s: the cell that evaluated it is no longer" in table
 
 
 def test_cells_wait_for_references_that_did_not_finish(tmp_path, monkeypatch):
