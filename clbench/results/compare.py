@@ -27,7 +27,8 @@ def comparable_groups(
     model name and method: runs of different protocols go to different tables. Runs of a row
     that differ in test data, budget (the evaluation mode too), model source/revision/peft or
     method hyper-parameters are split into rows `method [1]`, `method [2]`, ... (the biggest
-    first).
+    first), or, when they differ in hyper-parameters alone, into rows named by the values that
+    tell them apart: `cpt-rewarm (replay_fraction=0.01)`.
     Adds the columns `table_sequence`, `row` and `variant` (1, 2, ...).
     """
     frame = frame.copy()
@@ -45,7 +46,7 @@ def comparable_groups(
         )
         if len(parts) == 1:
             continue
-        labels = [f"{method} [{i}]" for i in range(1, len(parts) + 1)]
+        labels = _variant_labels(method, parts, compared)
         for variant, (label, part) in enumerate(zip(labels, parts, strict=True), 1):
             frame.loc[part.index, ["row", "variant"]] = [label, variant]
         members = "; ".join(
@@ -88,6 +89,20 @@ def _block_notes(frame: pd.DataFrame, average_orders: bool) -> list[str]:
                 "their comparison is not like for like"
             )
     return notes
+
+
+def _variant_labels(method: str, parts: list[pd.DataFrame], compared: list[str]) -> list[str]:
+    """Row labels of the parts of one row: by the hyper-parameters that differ when nothing
+    else does (a sweep over a method's settings), else numbered, the biggest part first."""
+    firsts = [part.iloc[0] for part in parts]
+    others = [column for column in compared if column != "hyperparameters"]
+    if any(first[column] != firsts[0][column] for first in firsts for column in others):
+        return [f"{method} [{i}]" for i in range(1, len(parts) + 1)]
+    settings = [json.loads(first["hyperparameters"]) for first in firsts]
+    keys = sorted(
+        key for key in set().union(*settings) if len({_shown(d.get(key)) for d in settings}) > 1
+    )
+    return [f"{method} ({', '.join(f'{k}={_shown(d.get(k))}' for k in keys)})" for d in settings]
 
 
 def _orders(orders: pd.Series) -> str:

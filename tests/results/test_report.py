@@ -176,7 +176,6 @@ def test_the_same_run_twice_is_an_error(tmp_path):
         ({"steps": 200}, "budget.steps_per_task"),
         ({"revision": "v2"}, "model_revision"),
         ({"peft": {"type": "lora", "r": 8}}, "peft"),
-        ({"hyperparameters": {"ewc_lambda": 10}}, "hyperparameters.ewc_lambda"),
     ],
 )
 def test_runs_that_differ_are_kept_apart_and_the_note_says_why(tmp_path, change, field):
@@ -195,6 +194,24 @@ def test_runs_that_differ_are_kept_apart_and_the_note_says_why(tmp_path, change,
     summary = aggregate(load_runs([tmp_path]), metrics=["aa"]).set_index("row")
     assert summary.loc["ewc [1]", "n"] == 2 and summary.loc["ewc [1]", "mean"] == pytest.approx(0.5)
     assert summary.loc["ewc [2]", "n"] == 1
+
+
+def test_runs_that_differ_in_settings_alone_are_rows_named_by_them(tmp_path):
+    base = {"method": "ewc", "hyperparameters": {"ewc_lambda": 100, "gamma": 1.0}}
+    write_run(tmp_path, "same-0", seed=0, aa=0.4, **base)
+    write_run(tmp_path, "same-1", seed=1, aa=0.6, **base)
+    write_run(
+        tmp_path, "odd", seed=2, method="ewc", hyperparameters={"ewc_lambda": 10, "gamma": 1.0}
+    )
+    write_run(tmp_path, "longer", seed=0, steps=200, **base)
+    grouped, notes = comparable_groups(load_runs([tmp_path]))
+    rows = dict(zip(grouped["run_id"], grouped["row"], strict=True))
+    # Settings alone tell "odd" apart; "longer" differs in its budget too: numbered.
+    assert rows["same-0"] == rows["same-1"] == "ewc [1]" and rows["longer"] == "ewc [2]"
+    assert rows["odd"] == "ewc [3]"
+    settings = comparable_groups(load_runs([tmp_path / "same-0", tmp_path / "odd"]))[0]
+    assert list(settings["row"]) == ["ewc (ewc_lambda=100)", "ewc (ewc_lambda=10)"]
+    assert "hyperparameters.ewc_lambda" in notes[0]
 
 
 def test_comparable_runs_make_one_row_without_notes(tmp_path):
