@@ -186,7 +186,9 @@ def done_runs(grid: Grid) -> list[Path]:
 
 
 def write_report(grid: Grid) -> list[Path]:
-    """report.md and report.tex (the tables of `clbench report`) and figures/*.pdf."""
+    """report.md and report.tex (the tables of `clbench report`) and figures/*.pdf: per
+    sequence bars, stages and curves, the cost and the probes where the runs have them, and
+    the loss against training tokens for a sequence with language-modelling tasks."""
     from clbench.reporting import plots
     from clbench.reporting.tables import parse_metrics, tables
     from clbench.results.load import read_runs, runs_frame
@@ -215,6 +217,11 @@ def write_report(grid: Grid) -> list[Path]:
     for sequence, group in by_sequence.items():
         kinds = ["bars", "stages", "curves"] + (["general"] if all(r.probes for r in group) else [])
         kinds += ["cost"] if all(r.cost for r in group) else []  # runs before cost was counted
+        kinds += (
+            ["loss-vs-tokens"]
+            if any(t.evaluation == "loss" for t in group[0].sequence.tasks)
+            else []
+        )
         for kind in kinds:
             figure = plots.plot(group, kind, "double")
             name = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', sequence)}-{kind}.pdf"

@@ -291,3 +291,38 @@ def test_tables_and_leaderboard_show_losses_in_bits_per_byte():
     assert "-1.235 ± 0.010" in page and "Metrics in bits/byte" in page
     percent = readme([entry | {"unit": "%", "table": "other"}])
     assert "-123.5 ± 1.0" in percent and "Metrics in" not in percent
+
+
+def test_a_study_sweep_reports_in_bits_per_byte_with_the_loss_figure(tmp_path, monkeypatch):
+    # The continual pre-training study's shape in small: a sweep over cpt-rewarm's replay
+    # share, one worker; its report names the rows by that share and is in bits per byte, and
+    # its figures include the loss against training tokens.
+    from clbench.sweep.driver import run_sweep, write_report
+    from clbench.sweep.grid import load_grid
+
+    monkeypatch.chdir(tmp_path)  # the sweep folder is relative to it
+    write_corpus(tmp_path, "lm-en", _texts(40, 1), _texts(4, 2))
+    write_corpus(tmp_path, "lm-xx", [t.upper() for t in _texts(40, 3)], _texts(4, 4))
+    (tmp_path / "tasks" / "shift.yaml").write_text(
+        yaml.safe_dump({"name": "shift", "tasks": ["lm-en", "lm-xx"]}), encoding="utf-8"
+    )
+    base = _config(tmp_path, "shift", "cpt-rewarm", eval_every=1).to_dict()
+    base = {k: base[k] for k in ("sequence", "model", "steps_per_task", "batch_size")}
+    shares = [{"name": "cpt-rewarm", "method_args": {"replay_fraction": f}} for f in (0.0, 0.5)]
+    grid = {
+        "include": ["tasks"],
+        "output": "sweep",
+        "base": base | {"max_length": 32, "max_test_examples": 4, "eval_every": 1, "lr": 1e-2},
+        "axes": {"seed": [0], "method": shares},
+        "report": {"metrics": "aa,fgt", "decimals": 3},
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid), encoding="utf-8")
+    loaded = load_grid(tmp_path / "grid.yaml", {"base": {"data_dir": str(tmp_path / "data")}})
+    statuses = run_sweep(loaded, out=lambda _: None)
+    assert {s.state for s in statuses} == {"done"}, [s.detail for s in statuses]
+    written = write_report(loaded)
+    text = written[0].read_text(encoding="utf-8")
+    assert "### shift, tiny-random, in bits/byte" in text
+    assert "| cpt-rewarm (replay_fraction=0.0) " in text
+    assert "| cpt-rewarm (replay_fraction=0.5) " in text
+    assert "shift-loss-vs-tokens.pdf" in {path.name for path in written}
