@@ -496,10 +496,14 @@ def test_the_cpt_study_grid_runs_the_papers_strategies():
     root = next(p for p in Path(__file__).parents if (p / "benchmarks").is_dir())
     grid = load_grid(root / "benchmarks" / "cpt_study_grid.yaml")
     assert grid.folder == (root / "benchmarks" / "results" / "cpt-study").resolve()
-    methods = [(c.config.method, c.config.method_args) for c in grid.cells]
+    first = [c for c in grid.cells if c.config.seed == 0]
+    methods = [(c.config.method, c.config.method_args) for c in first]
     assert [m for m, _ in methods] == ["seq-ft", *["cpt-rewarm"] * 4, "joint"]
     replay = [args["replay_fraction"] for m, args in methods if m == "cpt-rewarm"]
     assert replay == [0.0, 0.005, 0.01, 0.05]
     assert methods[-1][1]["from_scratch"] is True
+    # The second seed: the two strategies without replay, with the first seed's settings.
+    second = [(c.config.method, c.config.method_args) for c in grid.cells if c.config.seed == 1]
+    assert second == methods[:2] and second[0][0] == "seq-ft"
     assert {c.config.sequence for c in grid.cells} == {"cpt-en-de"} and grid.references is None
     assert all(c.stages == 2 and c.config.eval_every == 20 for c in grid.cells)
