@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
 
 from clbench.errors import ClbenchError
 from clbench.results.io import load_results, read_results
 from clbench.results.load import load_results_file
 from clbench.results.schema import SCHEMA_VERSION, Results, ResultsError
 
-COMMITTED = REPO / "leaderboard" / "submissions" / "standard-cl" / "replay-lora__smollm2-135m.json"
+# A submission of results.json version 1, as the leaderboard shipped it before version 2.
+COMMITTED = Path(__file__).parent / "files" / "submission-schema-v1.json"
 
 
 def content(**changes: Any) -> dict[str, Any]:
