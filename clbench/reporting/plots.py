@@ -636,12 +636,15 @@ def _probes(runs: Sequence[Results]) -> list[str]:
 def _by_method(runs: Sequence[Results]) -> dict[str, list[Results]]:
     """Runs by method, each group sorted by run id. Runs of one method that `clbench report`
     would not average (other test data, budget, model or hyper-parameters) form groups of
-    their own, `method [1]`, `method [2]`, as in its tables."""
+    their own, `method [1]`, `method [2]` or `method (setting=value)`, as in its tables; the
+    variants of a method in the order of their labels."""
     labelled, _ = comparable_groups(runs_frame(runs))
     groups: dict[str, list[Results]] = {}
     for run, label in zip(runs, labelled["row"], strict=True):
         groups.setdefault(label, []).append(run)
-    return {name: sorted(group, key=lambda r: r.run_id) for name, group in groups.items()}
+    methods = list(dict.fromkeys(run.method.name for run in runs))  # first appearance
+    order = sorted(groups, key=lambda name: (methods.index(groups[name][0].method.name), name))
+    return {name: sorted(groups[name], key=lambda r: r.run_id) for name in order}
 
 
 def _matrix(run: Results) -> np.ndarray:

@@ -299,6 +299,21 @@ def test_read_runs_expands_folders_globs_and_files(tmp_path):
         read_runs([tmp_path / "empty"])
 
 
+def test_settings_of_one_method_are_lines_named_by_them_in_their_order():
+    def with_share(run: dict[str, Any], share: float) -> dict[str, Any]:
+        method = {**run["method"], "hyperparameters": {"replay_fraction": share}}
+        return {**run, "run_id": f"{run['run_id']}-{share}", "method": method}
+
+    runs = [with_share(SEEDS[0], 0.05), with_share(SEEDS[0], 0.0), with_share(SEEDS[1], 0.0)]
+    fig = plots.stages([*runs, METHODS[3]])
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == [
+        "replay (replay_fraction=0.0) (n=2)",
+        "replay (replay_fraction=0.05) (1 run)",
+        "ewc (1 run)",
+    ]
+
+
 def test_runs_that_cannot_be_averaged_are_plotted_apart():
     longer = [{**run, "budget": {"steps_per_task": 16}} for run in SEEDS[:2]]
     fig = plots.stages([*SEEDS, *longer])
