@@ -24,6 +24,10 @@ class CPTRewarm(Replay):
     examples come from the reservoir of `replay` (`buffer_size` examples; the paper replays from
     the whole earlier dataset, the buffer bounds the memory).
 
+    With `rewarm` false, only the first stage gets that schedule and every later stage keeps
+    the rate it ended with, min_lr_ratio x lr: the paper's baseline without re-warming (a
+    model pretrained with a decayed rate that keeps training at its last rate).
+
     With `replay_fraction` 0 it is re-warming and re-decaying alone. On language-modelling
     stages the stored and replayed examples are packed token blocks; docs/continual-pretraining.md
     runs the paper's strategies with it.
@@ -40,6 +44,7 @@ class CPTRewarm(Replay):
         min_lr_ratio: float = 0.1
         replay_fraction: float = 0.25  # the paper's choice for a strong distribution shift
         buffer_size: int = 200
+        rewarm: bool = True  # false: stages after the first stay at min_lr_ratio x lr
 
     def before_task(self, stage: Stage) -> None:
         self.rng = random.Random(f"cpt-rewarm:{stage.seed}:{stage.index}")
@@ -58,7 +63,13 @@ class CPTRewarm(Replay):
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         config = stage.config
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self.lr_factor(s, steps))
+        if self.params.rewarm or stage.index == 1:
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: self.lr_factor(s, steps)
+            )
+        else:
+            low = self.params.min_lr_ratio
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: low)
         return optimizer, schedule
 
     def training_batch(self, batch: list[Example], stage: Stage) -> list[Example]:

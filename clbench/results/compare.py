@@ -102,7 +102,14 @@ def _variant_labels(method: str, parts: list[pd.DataFrame], compared: list[str])
     keys = sorted(
         key for key in set().union(*settings) if len({_shown(d.get(key)) for d in settings}) > 1
     )
-    return [f"{method} ({', '.join(f'{k}={_shown(d.get(k))}' for k in keys)})" for d in settings]
+    # A setting a run does not record (older than the setting) is left out of its label.
+    shown = [
+        ", ".join(f"{k}={_shown(d[k])}" for k in keys if d.get(k) is not None) for d in settings
+    ]
+    labels = [f"{method} ({text})" if text else method for text in shown]
+    if len(set(labels)) < len(labels):
+        return [f"{method} [{i}]" for i in range(1, len(parts) + 1)]
+    return labels
 
 
 def _orders(orders: pd.Series) -> str:

@@ -43,6 +43,25 @@ def test_learning_rate_follows_the_closed_form_and_rewarms(tiny_tasks, tiny_conf
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * tiny_config.lr)  # decayed
 
 
+def test_without_rewarming_later_stages_keep_the_decayed_rate(tiny_tasks, tiny_config):
+    method = create_method("cpt-rewarm", {"min_lr_ratio": 0.2, "rewarm": False})
+    data = load_task(str(tiny_tasks / "t-pos.yaml")).load()
+    seen = {}
+    for index in (1, 2, 3):
+        parameter = torch.nn.Parameter(torch.zeros(3))
+        stage = Stage(index, data, None, 0, None, tiny_config)
+        optimizer, scheduler = method.configure_optimizer([parameter], stage, 10)
+        seen[index] = []
+        for _ in range(10):
+            seen[index].append(optimizer.param_groups[0]["lr"])
+            parameter.grad = torch.ones(3)
+            optimizer.step()
+            scheduler.step()
+    first = [_closed_form(s, 10, tiny_config.lr, 0.01, 0.2) for s in range(10)]
+    assert seen[1] == pytest.approx(first, rel=1e-9, abs=1e-15)  # warm-up and decay once
+    assert seen[2] == seen[3] == pytest.approx([0.2 * tiny_config.lr] * 10)
+
+
 def test_run_rewarms_every_stage_and_replays(tiny_tasks, tiny_config, monkeypatch):
     optimizers, steps_seen = [], []  # per training step: (tasks of the batch, lr)
     configure = CPTRewarm.configure_optimizer

@@ -211,6 +211,15 @@ def test_runs_that_differ_in_settings_alone_are_rows_named_by_them(tmp_path):
     assert rows["odd"] == "ewc [3]"
     settings = comparable_groups(load_runs([tmp_path / "same-0", tmp_path / "odd"]))[0]
     assert list(settings["row"]) == ["ewc (ewc_lambda=100)", "ewc (ewc_lambda=10)"]
+    # A setting that older runs do not record is left out of their labels.
+    newer = {"ewc_lambda": 100, "gamma": 1.0, "online": True}
+    write_run(tmp_path, "newer", seed=3, method="ewc", hyperparameters=newer)
+    three = comparable_groups(load_runs([tmp_path / n for n in ("same-0", "odd", "newer")]))[0]
+    assert list(three["row"]) == [
+        "ewc (ewc_lambda=100)",
+        "ewc (ewc_lambda=10)",
+        "ewc (ewc_lambda=100, online=true)",
+    ]
     assert "hyperparameters.ewc_lambda" in notes[0]
 
 

@@ -498,9 +498,16 @@ def test_the_cpt_study_grid_runs_the_papers_strategies():
     assert grid.folder == (root / "benchmarks" / "results" / "cpt-study").resolve()
     first = [c for c in grid.cells if c.config.seed == 0]
     methods = [(c.config.method, c.config.method_args) for c in first]
-    assert [m for m, _ in methods] == ["seq-ft", *["cpt-rewarm"] * 4, "joint"]
+    assert [m for m, _ in methods] == ["seq-ft", *["cpt-rewarm"] * 5, "joint"]
     replay = [args["replay_fraction"] for m, args in methods if m == "cpt-rewarm"]
-    assert replay == [0.0, 0.005, 0.01, 0.05]
+    assert replay == [0.0, 0.0, 0.005, 0.01, 0.05]
+    assert [args.get("rewarm", True) for m, args in methods if m == "cpt-rewarm"] == [
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
     assert methods[-1][1]["from_scratch"] is True
     # The second seed: the two strategies without replay, with the first seed's settings.
     second = [(c.config.method, c.config.method_args) for c in grid.cells if c.config.seed == 1]
