@@ -515,7 +515,7 @@ class _Tables:
             (self.grouped["table_sequence"] == sequence) & (self.grouped["model"] == model)
         ]
         names = sorted(set(runs["sequence"]))
-        shown = sequence if names == [sequence] else f"{sequence} (averaged: {', '.join(names)})"
+        shown = sequence if len(names) == 1 else f"{sequence} (averaged: {', '.join(names)})"
         unit = self.units[(sequence, model)][1]
         return f"{shown}, {model}" + ("" if unit == "%" else f", in {unit}")
 

@@ -18,6 +18,7 @@ from clbench.errors import ClbenchError
 from clbench.evaluation import evaluate
 from clbench.leaderboard.build import build
 from clbench.leaderboard.submission import submit, validate_file
+from clbench.reporting.tables import tables as report_tables
 from clbench.results.compare import comparable_groups
 from clbench.results.load import runs_frame
 from clbench.results.schema import Results
@@ -157,6 +158,8 @@ def test_runs_of_different_protocols_are_tabled_apart(default_runs) -> None:
     tables = sorted(set(grouped["table_sequence"]))
     assert tables == ["default", "default [protocol cpu-small v1 01234567]"]
     assert set(grouped["variant"]) == {1}
+    text = report_tables(runs_frame(mixed), metrics=["aa"])
+    assert "### default [protocol cpu-small v1 01234567], tiny-random\n" in text  # not "averaged"
 
 
 def test_runs_of_different_evaluation_modes_are_never_averaged(default_runs) -> None:
