@@ -302,11 +302,11 @@ def claims_table(checked: pd.DataFrame, fmt: str = "md", decimals: int = 1) -> s
             "compared": checked["left"] + " vs " + checked["right"],
             "metric": checked["metric"].map(lambda key: METRICS[key].short),
             "means": [
-                f"{_percent(a, decimals, factor=f)} vs {_percent(b, decimals, factor=f)}"
+                f"{_scaled(a, decimals, factor=f)} vs {_scaled(b, decimals, factor=f)}"
                 for (a, b), f in zip(means, factors, strict=True)
             ],
             "diff": [
-                _percent(v, decimals, factor=f)
+                _scaled(v, decimals, factor=f)
                 for v, f in zip(checked["mean_diff"], factors, strict=True)
             ],
             "test": [
@@ -440,7 +440,7 @@ CI_NAMES = {
 }
 
 
-def _percent(value: float, decimals: int, missing: str = NA, factor: float = 100.0) -> str:
+def _scaled(value: float, decimals: int, missing: str = NA, factor: float = 100.0) -> str:
     """`value` (a fraction, or a loss for `factor` 1) as shown, with `decimals` decimals."""
     if pd.isna(value):
         return missing
@@ -541,16 +541,16 @@ class _Tables:
 
     def cell(self, record: pd.Series, latex: bool) -> str:
         factor = self.factor(record["sequence"], record["model"])
-        mean = _percent(record["mean"], self.decimals, factor=factor)
+        mean = _scaled(record["mean"], self.decimals, factor=factor)
         if mean == NA:
             return NA
         if self.interval == "std":
-            spread = _percent(record["std"], self.decimals, factor=factor)
+            spread = _scaled(record["std"], self.decimals, factor=factor)
             plus_minus = r"\pm" if latex else "±"
             text = mean if spread == NA else f"{mean} {plus_minus} {spread}"
         else:
             low, high = (
-                _percent(record[key], self.decimals, factor=factor) for key in ("ci_low", "ci_high")
+                _scaled(record[key], self.decimals, factor=factor) for key in ("ci_low", "ci_high")
             )
             text = mean if low == NA else f"{mean} [{low}, {high}]"
         key = (record["sequence"], record["model"], record.name, record["metric"])
@@ -568,7 +568,7 @@ class _Tables:
         for metric in self.metrics:
             part = mine[mine["metric"] == metric].set_index("row").loc[labels]
             seeds, orders = (
-                part[key].map(lambda v: _percent(v, self.decimals, factor=factor))
+                part[key].map(lambda v: _scaled(v, self.decimals, factor=factor))
                 for key in ("std_seeds", "std_orders")
             )
             columns[metric] = [f"{a} / {b}" for a, b in zip(seeds, orders, strict=True)]
@@ -652,7 +652,7 @@ def _test_table(
             "test": tests["test"],
             "n": tests["n_method"].astype(str) + " / " + tests["n_baseline"].astype(str),
             diff: [
-                _percent(v, decimals, factor=f)
+                _scaled(v, decimals, factor=f)
                 for v, f in zip(tests["mean_diff"], factors, strict=True)
             ],
             "p": tests["p"].map(_p_value),
@@ -768,7 +768,7 @@ def _csv(
     for column in PERCENT_COLUMNS:
         if column in table:
             table[column] = [
-                _percent(v, decimals, missing="", factor=units[key][0])
+                _scaled(v, decimals, missing="", factor=units[key][0])
                 for v, key in zip(table[column], keys, strict=True)
             ]
     for column in ("statistic", "p", "p_holm"):
