@@ -63,14 +63,10 @@ class CPTRewarm(Replay):
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         config = stage.config
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        if self.params.rewarm or stage.index == 1:
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: self.lr_factor(s, steps)
-            )
-        else:
-            low = self.params.min_lr_ratio
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: low)
-        return optimizer, schedule
+        rewarmed = self.params.rewarm or stage.index == 1
+        low = self.params.min_lr_ratio
+        factor = (lambda s: self.lr_factor(s, steps)) if rewarmed else (lambda s: low)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def training_batch(self, batch: list[Example], stage: Stage) -> list[Example]:
         if not self.buffer:

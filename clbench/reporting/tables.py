@@ -362,7 +362,7 @@ def tables(
     legend = _legend(summary, tests, baseline, interval, average_orders, fmt) + _loss_note(units)
     if fmt == "csv":
         return _csv(summary, spread, tests, legend + cautions, decimals, units)
-    tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline, spread)
+    tabled = _Tables(grouped, summary, tests, metrics, decimals, interval, baseline, units, spread)
     text = tabled.latex(legend, cautions) if fmt == "latex" else tabled.markdown(legend + cautions)
     if results is None:
         return text
@@ -491,12 +491,13 @@ class _Tables:
         decimals: int,
         interval: str,
         baseline: str | None,
+        units: dict[tuple[str, str], tuple[float, str]],
         spread: pd.DataFrame | None = None,
     ) -> None:
         self.grouped, self.tests, self.metrics, self.spread = grouped, tests, metrics, spread
         self.decimals, self.interval, self.baseline = decimals, interval, baseline
         self.sizes = grouped.groupby(ROW_KEYS).size()
-        self.units = _table_units(grouped)
+        self.units = units  # (factor, unit) of each table: `_table_units`
         self.blocks = [block for _, block in summary.groupby(["sequence", "model"], sort=True)]
         significant = tests[tests["significant"]] if tests is not None else summary.iloc[:0]
         self.test_lines = _test_table(tests, decimals, self.units)
