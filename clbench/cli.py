@@ -8,6 +8,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ Train a method over a sequence and fill the (T+1) x T matrix. Every RunConfig fi
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     try:
         args = _parser().parse_args(argv)  # a bad --method-arg raises ClbenchError here
         return args.handler(args) or 0
@@ -43,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_PREEMPTED
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """clbench's own warnings as one line, like its errors; other packages' as Python shows them."""
+    if Path(filename).is_relative_to(Path(__file__).parent):
+        return f"clbench: warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,35 @@ def split_order(sequence: str) -> tuple[str, int | None]:
 def results_paths(paths_or_globs: Iterable[str | Path]) -> list[Path]:
     """The results files named: a results file, a run folder, a folder of runs, or a glob."""
     found: dict[Path, Path] = {}  # resolved -> as given, so a file named twice counts once
+    unfinished: list[str] = []
     for item in paths_or_globs:
         text = str(item)
-        matches = sorted(glob.glob(text, recursive=True)) if _is_glob(text) else [text]
+        if not _is_glob(text):
+            for path in _results_files(Path(text)):
+                found.setdefault(path.resolve(), path)
+            continue
+        matches = sorted(glob.glob(text, recursive=True))
         if not matches:
             raise ClbenchError(f"no results.json matches {text!r}")
-        for match in matches:
-            for path in _results_files(Path(match)):
+        for match in map(Path, matches):
+            # A glob over a sweep folder in progress also matches the cells still running.
+            if match.is_dir() and not any(match.rglob("results.json")):
+                unfinished.append(str(match))
+                continue
+            for path in _results_files(match):
                 found.setdefault(path.resolve(), path)
     if not found:
-        raise ClbenchError("no runs given")
+        raise ClbenchError(
+            f"no results.json in the {len(unfinished)} folder(s) matched (are the runs finished?)"
+            if unfinished
+            else "no runs given"
+        )
+    if unfinished:
+        warnings.warn(
+            f"left out {len(unfinished)} folder(s) matched with no results.json yet "
+            f"(unfinished runs?): {', '.join(unfinished)}",
+            stacklevel=2,
+        )
     return list(found.values())
 
 

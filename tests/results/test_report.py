@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,21 @@ def test_missing_runs_are_errors(tmp_path):
         load_runs([tmp_path / "nothing-here"])
     with pytest.raises(ClbenchError, match=r"no results.json matches"):
         load_runs([str(tmp_path / "runs-*")])
+
+
+def test_a_glob_leaves_out_unfinished_runs_and_says_so(tmp_path, capsys):
+    write_run(tmp_path / "runs", "done")
+    (tmp_path / "runs" / "running").mkdir()  # a sweep's cell in progress: no results.json yet
+    with pytest.warns(UserWarning, match="left out 1 folder") as caught:
+        assert main(["report", str(tmp_path / "runs" / "*")]) == 0
+    assert "### done:" in capsys.readouterr().out
+    shown = warnings.formatwarning(caught[0].message, UserWarning, caught[0].filename, 1)
+    assert shown == f"clbench: warning: {caught[0].message}\n"  # as the command line prints it
+    assert str(tmp_path / "runs" / "running") in shown
+    with pytest.raises(ClbenchError, match="no results.json at or under"):  # named: an error
+        load_runs([tmp_path / "runs" / "running"])
+    with pytest.raises(ClbenchError, match=r"no results.json in the 1 folder\(s\) matched"):
+        load_runs([str(tmp_path / "runs" / "run*")])
 
 
 def test_the_same_run_twice_is_an_error(tmp_path):
