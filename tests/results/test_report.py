@@ -168,7 +168,7 @@ def test_a_glob_leaves_out_unfinished_runs_and_says_so(tmp_path, capsys):
     shown = warnings.formatwarning(caught[0].message, UserWarning, caught[0].filename, 1)
     assert shown == f"clbench: warning: {caught[0].message}\n"  # as the command line prints it
     assert str(tmp_path / "runs" / "running") in shown
-    with pytest.raises(ClbenchError, match="no results.json at or under"):  # named: an error
+    with pytest.raises(ClbenchError, match=r"no results.json at or under"):  # named: an error
         load_runs([tmp_path / "runs" / "running"])
     with pytest.raises(ClbenchError, match=r"no results.json in the 1 folder\(s\) matched"):
         load_runs([str(tmp_path / "runs" / "run*")])
