@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from statistics import mean
 
 from tabulate import tabulate
 
@@ -28,7 +29,7 @@ from clbench.sweep.cells import (
     write_spec,
 )
 from clbench.sweep.grid import Cell, Grid
-from clbench.sweep.sharing import sharing_table
+from clbench.sweep.sharing import sharing_table, stage_seconds
 from clbench.training.references import TRAINING_FILE
 
 Output = Callable[[str], None]
@@ -166,10 +167,40 @@ def status_table(grid: Grid) -> str:
     for cell, status in zip(grid.cells, statuses, strict=True):
         if status.state == "failed":
             lines.append(f"failed {_axes(cell)}: {status.detail} (log: {folder.log(cell.id)})")
+    estimate = _time_left(grid, folder, statuses)
+    if estimate:
+        lines.append(estimate)
     shared = sharing_table(grid)
     if shared:
         lines += ["", shared]
     return "\n".join(lines) + "\n"
+
+
+def _time_left(grid: Grid, folder: SweepFolder, statuses: list[CellStatus]) -> str:
+    """The run time the cells not done would take, judged by the finished cells' stages: those
+    of the same method, else those of all methods (references only if nothing else is done).
+    Empty when nothing is finished or left."""
+    kind = {cell.id: "reference" if cell.reference else cell.config.method for cell in grid.cells}
+    seconds: dict[str, list[float]] = defaultdict(list)
+    left = []
+    for cell, status in zip(grid.cells, statuses, strict=True):
+        if status.state == "done":
+            seconds[kind[cell.id]].append(stage_seconds(folder.run_dir(cell.id)))
+        else:
+            left.append(kind[cell.id])
+    if not left or not seconds:
+        return ""
+    runs = [k for k in seconds if k != "reference"] or list(seconds)
+    overall = mean(value for k in runs for value in seconds[k])
+    total = sum(mean(seconds[k]) if k in seconds else overall for k in left)
+    unknown = sorted(set(left) - set(seconds))
+    basis = "the finished cells of the same method"
+    if unknown:
+        basis += f"; of all methods for {', '.join(unknown)}, none of whose cells is finished"
+    return (
+        f"cells not done: {len(left)}, about {total / 3600:.1f} h of run time, to divide by the "
+        f"cells run at a time (judged by {basis})"
+    )
 
 
 def _of_them_references(grid: Grid) -> str:

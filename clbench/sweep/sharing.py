@@ -43,7 +43,7 @@ def sharing_table(grid: Grid) -> str:
     references = [cell for cell in grid.cells if cell.reference is not None and cell.id in done]
     if references:
         uses = Counter(need for cell in grid.cells if cell.id in done for need in cell.needs)
-        seconds = {cell.id: _stage_seconds(folder.run_dir(cell.id)) for cell in references}
+        seconds = {cell.id: stage_seconds(folder.run_dir(cell.id)) for cell in references}
         saved = sum(max(uses[ref] - 1, 0) * seconds[ref] for ref in seconds)
         used = sum(uses[ref] for ref in seconds)
         rows.append(["references", len(references), used, sum(seconds.values()), saved])
@@ -66,10 +66,10 @@ def _row0_seconds(folder: SweepFolder, key: str) -> float | None:
     if "seconds" in entry:
         return entry["seconds"]
     source = folder.run_dir(entry["source"])
-    return _stage_seconds(source, first=True) if (source / "state.json").exists() else None
+    return stage_seconds(source, first=True) if (source / "state.json").exists() else None
 
 
-def _stage_seconds(run_dir: Path, first: bool = False) -> float:
+def stage_seconds(run_dir: Path, first: bool = False) -> float:
     """Training and evaluation seconds of a run's stages (row 0's alone with `first`)."""
     stages = read_json(run_dir / "state.json")["stages"]
     return sum(s["train_seconds"] + s["eval_seconds"] for s in stages[: 1 if first else None])

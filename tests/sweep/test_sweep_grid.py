@@ -247,15 +247,20 @@ def test_a_cell_on_several_gpus_runs_under_accelerate_launch(tiny_tasks, tmp_pat
 # ---- cells on disk ----------------------------------------------------------------------------
 
 
-def fake_run(folder: SweepFolder, cell, rows: int | None = None) -> Path:
-    """The files a run leaves: finished (results.json) or, with `rows`, after rows - 1 stages."""
+def fake_run(folder: SweepFolder, cell, rows: int | None = None, seconds: float = 360.0) -> Path:
+    """The files a run leaves: finished (results.json) or, with `rows`, after rows - 1 stages;
+    its stages took `seconds` in all."""
     run_dir = folder.run_dir(cell.id)
     run_dir.mkdir(parents=True)
     config = cell.config.to_dict()
     matrix = [[0.5] * cell.stages for _ in range(cell.stages + 1)]
+    finished, rows = rows is None, rows or len(matrix)
+    stages = [
+        {"stage": i, "train_seconds": seconds / rows, "eval_seconds": 0.0} for i in range(rows)
+    ]
     write_json(run_dir / "config.json", config)
-    write_json(run_dir / "state.json", {"rows": matrix[: rows or len(matrix)]})
-    if rows is None:
+    write_json(run_dir / "state.json", {"rows": matrix[:rows], "stages": stages})
+    if finished:
         tasks = [{"name": f"t{i}", "fingerprint": f"f{i}"} for i in range(cell.stages)]
         results = {
             "schema_version": SCHEMA_VERSION,
@@ -434,6 +439,28 @@ def test_a_folder_holding_another_run_is_refused(grid):
     with pytest.raises(ClbenchError, match=r"(?s)other configs.*differs in: lr"):
         driver.run_sweep(grid)
     assert not folder.spec(grid.cells[0].id).exists()  # nothing was started
+
+
+def test_status_judges_the_time_left_by_the_finished_cells(tiny_tasks, tmp_path):
+    axes = {"method": ["seq-ft", "ewc"], "seed": [0, 1]}
+    grid = load_grid(write_grid(tmp_path, tiny_tasks, axes=axes))
+    folder = SweepFolder(grid.folder)
+    seq_ft = [c for c in grid.cells if c.config.method == "seq-ft"]
+    ewc = [c for c in grid.cells if c.config.method == "ewc"]
+    assert "cells not done" not in driver.status_table(grid)  # nothing finished to judge by
+    fake_run(folder, seq_ft[0], seconds=360.0)
+    fake_run(folder, seq_ft[1], seconds=1080.0)
+    # ewc has no finished cell: each of its two counts as the mean of all finished (720 s).
+    assert (
+        "cells not done: 2, about 0.4 h of run time, to divide by the cells run at a time "
+        "(judged by the finished cells of the same method; of all methods for ewc, none of "
+        "whose cells is finished)"
+    ) in driver.status_table(grid)
+    fake_run(folder, ewc[0], seconds=3600.0)
+    assert "cells not done: 1, about 1.0 h of run time" in driver.status_table(grid)
+    assert "of all methods" not in driver.status_table(grid)
+    fake_run(folder, ewc[1])
+    assert "cells not done" not in driver.status_table(grid)
 
 
 def test_status_and_submit_on_the_command_line(grid, monkeypatch, capsys):
