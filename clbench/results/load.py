@@ -44,19 +44,20 @@ def results_paths(paths_or_globs: Iterable[str | Path]) -> list[Path]:
     unfinished: list[str] = []
     for item in paths_or_globs:
         text = str(item)
-        if not _is_glob(text):
-            for path in _results_files(Path(text)):
-                found.setdefault(path.resolve(), path)
-            continue
-        matches = sorted(glob.glob(text, recursive=True))
+        named = not _is_glob(text)
+        matches = [text] if named else sorted(glob.glob(text, recursive=True))
         if not matches:
             raise ClbenchError(f"no results.json matches {text!r}")
         for match in map(Path, matches):
-            # A glob over a sweep folder in progress also matches the cells still running.
-            if match.is_dir() and not any(match.rglob("results.json")):
+            files = _results_files(match)
+            if not files and named:
+                raise ClbenchError(
+                    f"no results.json at or under {match} (is the run finished? results files "
+                    "under other names are read when named, or by a glob such as 'DIR/*.json')"
+                )
+            if not files:  # a glob over a sweep in progress also matches the cells still running
                 unfinished.append(str(match))
-                continue
-            for path in _results_files(match):
+            for path in files:
                 found.setdefault(path.resolve(), path)
     if not found:
         raise ClbenchError(
@@ -80,13 +81,7 @@ def _is_glob(text: str) -> bool:
 def _results_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    files = sorted(path.rglob("results.json")) if path.is_dir() else []
-    if not files:
-        raise ClbenchError(
-            f"no results.json at or under {path} (is the run finished? results files under "
-            "other names are read when named, or by a glob such as 'DIR/*.json')"
-        )
-    return files
+    return sorted(path.rglob("results.json")) if path.is_dir() else []
 
 
 def load_results_file(path: str | Path) -> list[Results]:
