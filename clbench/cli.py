@@ -17,7 +17,7 @@ import yaml
 
 from clbench.config import RunConfig
 from clbench.errors import ClbenchError
-from clbench.training.signals import EXIT_PREEMPTED, Preempted, preemptible
+from clbench.training.signals import Preempted, preemptible
 
 RUN_DESCRIPTION = """\
 Train a method over a sequence and fill the (T+1) x T matrix. Every RunConfig field is a flag
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             f"clbench: stopped by {err}; finished stages are saved (the same command continues)",
             file=sys.stderr,
         )
-        return EXIT_PREEMPTED
+        return err.exit_code
 
 
 _PYTHON_FORMATWARNING = warnings.formatwarning
@@ -418,7 +418,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ClbenchError("--stop-after must be >= 1")
     if args.fresh and args.resume is not None:
         raise ClbenchError("--fresh starts the run over; it cannot be given with --resume")
-    with preemptible():  # SIGTERM and SIGUSR1 stop the run with exit code 75
+    with preemptible():  # SIGTERM and SIGUSR1 stop the run with exit code 75, Ctrl-C 130
         run_dir = run(
             config,
             resume=args.resume is not None,

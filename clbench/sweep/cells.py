@@ -15,6 +15,7 @@ driver, `--status`, a SLURM job or a Ray worker on another node) reads the same 
 `run_cell` is what every backend runs for a cell: up to 1 + retries attempts, each one a fresh
 process that resumes the run from its last finished stage. A preempted attempt (the worker's
 exit code 75) uses no retry: it is run again, or handed back to a scheduler that requeues.
+An interrupted one (Ctrl-C, exit code 130) ends the cell's attempts until the next sweep.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,11 +37,12 @@ from typing import Any
 
 from clbench.errors import ClbenchError
 from clbench.results.io import read_json, read_results, write_json
-from clbench.training.signals import EXIT_PREEMPTED
+from clbench.training.signals import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 LOCK_WAIT_SECONDS = 60  # a killed attempt's process may take a moment to go
 STATES = ("done", "running", "failed", "pending")
 PREEMPTED = "preempted"  # run_cell's outcome when a scheduler is to requeue the cell
+INTERRUPTED = "interrupted"  # run_cell's outcome after Ctrl-C
 
 
 def now() -> str:
@@ -236,12 +239,15 @@ def run_cell(
     backend: str,
     command: list[str] | None = None,
     requeue: bool = False,
+    stop: threading.Event | None = None,
 ) -> str:
     """Run one cell to the end: up to 1 + `retries` attempts, each resuming where the last
     stopped; returns "done", "failed" or "running elsewhere". What every backend executes.
 
     A preempted attempt counts no retry: it is run again at once, or, with `requeue` (a
-    scheduler's job that requeues itself), the outcome is "preempted"."""
+    scheduler's job that requeues itself), the outcome is "preempted". An attempt ended by
+    Ctrl-C, or one running when `stop` is set (the local sweep's Ctrl-C), which asks its worker
+    to stop with SIGINT, is not run again: the outcome is "interrupted"."""
     folder = SweepFolder(Path(root))
     command = command or cell_command(folder.root, cell, threads)
     with hold_lock(folder.lock(cell), wait=LOCK_WAIT_SECONDS) as lock_fd:
@@ -258,9 +264,13 @@ def run_cell(
             if folder.finished(cell):
                 write_json(folder.attempts(cell), record)
                 return "done"
-            error, retry = _attempt(folder, cell, record, command, lock_fd, threads, backend)
+            if stop is not None and stop.is_set():
+                return INTERRUPTED
+            error, retry = _attempt(folder, cell, record, command, lock_fd, threads, backend, stop)
             if error is None:
                 return "done"
+            if record["attempts"][-1].get("interrupted"):
+                return INTERRUPTED
             if record["attempts"][-1].get("preempted"):
                 if requeue:
                     return PREEMPTED
@@ -282,6 +292,7 @@ def _attempt(
     lock_fd: int,
     threads: int,
     backend: str,
+    stop: threading.Event | None,
 ) -> tuple[str | None, bool]:
     """One process running the cell; returns its error (None if the run finished) and
     whether another attempt may succeed."""
@@ -314,9 +325,11 @@ def _attempt(
             )
             entry["child_pid"] = process.pid
             write_json(folder.attempts(cell), record)
-            code = process.wait()
+            code = _wait(process, stop)
         error, retry = _error_of(folder, cell, code)
-        if code == EXIT_PREEMPTED:
+        if code in (EXIT_INTERRUPTED, -signal.SIGINT) or (stop is not None and stop.is_set()):
+            entry["interrupted"] = True
+        elif code == EXIT_PREEMPTED:
             entry["preempted"] = True
     except BaseException as err:  # a preempted SLURM job, Ctrl-C: the next attempt resumes
         error = f"interrupted: {type(err).__name__}"
@@ -330,6 +343,20 @@ def _attempt(
         entry.update(ended=now(), seconds=round(time.monotonic() - started, 1), error=error)
         write_json(folder.attempts(cell), record)
     return error, retry
+
+
+def _wait(process: subprocess.Popen, stop: threading.Event | None) -> int:
+    """The process's exit code. Once `stop` is set, it gets SIGTERM, on which a worker saves
+    the optimizer step it is in and exits (a Ctrl-C in the terminal has sent it SIGINT too,
+    which does the same; a second SIGINT would stop it before it saves)."""
+    if stop is None:
+        return process.wait()
+    while True:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=1)
+        if stop.is_set():
+            process.terminate()
+            return process.wait()
 
 
 def _error_of(folder: SweepFolder, cell: str, code: int) -> tuple[str | None, bool]:

@@ -6,7 +6,8 @@ It runs the cell's RunConfig with the ordinary runner, resuming the run folder i
 attempt left one; a reference cell then stores its score in the sweep's reference folder. An
 error is also written to <sweep>/cells/<id>.error.json for the sweep's record; a ClbenchError
 (bad input) is marked as not worth retrying. SIGTERM or SIGUSR1 (preemption) stop the run
-between steps with exit code 75, which the sweep treats as interrupted, not failed.
+between steps with exit code 75, which the sweep treats as interrupted, not failed; Ctrl-C
+(SIGINT) stops it there too, with exit code 130, and the sweep stops.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 resume = (run_dir_of(config) / "config.json").exists()
                 run(config, resume=resume, include=include, row0_cache=folder.row0())
     except Preempted as err:  # finished stages are saved; the next attempt resumes
-        report(f"preempted by {err}", True)
-        return EXIT_PREEMPTED
+        stopped = "preempted" if err.exit_code == EXIT_PREEMPTED else "interrupted"
+        report(f"{stopped} by {err}", True)
+        return err.exit_code
     except Exception as err:
         report(f"{type(err).__name__}: {err}", not isinstance(err, ClbenchError))
         raise

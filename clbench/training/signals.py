@@ -4,7 +4,9 @@ time limit) stop a run with exit code 75, EX_TEMPFAIL, which tells a scheduler t
 any point keeps the finished stages; the same command continues the run.
 
 Training defers the stop to the end of the optimizer step in progress (`deferred`), so that
-it can save a step checkpoint first."""
+it can save a step checkpoint first. The first Ctrl-C (SIGINT) during training is deferred too,
+and then stops with exit code 130; a second one, or one anywhere else, stops at once
+(KeyboardInterrupt)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,19 @@ from collections.abc import Iterator
 from types import FrameType
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: try again later
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Preempted(BaseException):
-    """Raised in the main thread by SIGTERM or SIGUSR1. Like KeyboardInterrupt it is no
+    """Raised in the main thread by SIGTERM or SIGUSR1, or by a Ctrl-C that training deferred
+    to the end of its step; its argument is the signal's name. Like KeyboardInterrupt it is no
     Exception, so no `except Exception` on the way up swallows it."""
+
+    @property
+    def exit_code(self) -> int:
+        """130 for Ctrl-C, which a scheduler must not requeue; 75 for preemption."""
+        return EXIT_INTERRUPTED if self.args[0] == "SIGINT" else EXIT_PREEMPTED
 
 
 class _Deferral:
@@ -36,18 +45,21 @@ _deferral = _Deferral()
 
 @contextlib.contextmanager
 def preemptible() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGUSR1 raise `Preempted` (inside a `deferred` block they
-    only record the signal); the handlers before it are put back after it. Outside the main
-    thread, which alone can set handlers, nothing changes."""
+    """Within the block, SIGTERM and SIGUSR1 raise `Preempted` and SIGINT KeyboardInterrupt;
+    inside a `deferred` block they only record the signal, but for a second SIGINT, which
+    stops at once. The handlers before it are put back after it. Outside the main thread,
+    which alone can set handlers, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if _deferral.active:
-            _deferral.received = name
+        if _deferral.active and not (name == "SIGINT" and _deferral.received == "SIGINT"):
+            _deferral.received = _deferral.received or name  # the first signal decides
             return
+        if name == "SIGINT":
+            raise KeyboardInterrupt
         raise Preempted(name)
 
     previous = {number: signal.signal(number, stop) for number in SIGNALS}

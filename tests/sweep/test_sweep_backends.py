@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -169,6 +171,35 @@ def test_local_pool_a_preempted_cell_is_run_again_not_failed(
     check_sweep(grid_file, overrides, note, uninterrupted)
     first = SweepFolder(tmp_path / "s").record(note["run_id"])["attempts"][0]
     assert first["preempted"] is True and first["error"] == "preempted by SIGTERM"
+
+
+def test_ctrl_c_stops_a_local_sweep_and_the_same_command_continues_it(
+    grid_file, uninterrupted, cell_env, tmp_path
+):
+    # Ctrl-C reaches the driver and the cells' processes (one process group): no attempt
+    # starts after it, the attempts are marked interrupted, not failed, and no retry is spent.
+    output = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "clbench.cli", "sweep", str(grid_file), "--output", str(output)]
+    argv += ["--workers", "1"]  # so that a second cell is still to start when Ctrl-C comes
+    log = tmp_path / "driver.txt"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+        marker = cell_env / "paused.json"
+        while not (marker.exists() and marker.stat().st_size) and driver.poll() is None:
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130, log.read_text()
+    assert "interrupted; finished stages are saved" in log.read_text()
+    folder = SweepFolder(output)
+    records = [folder.record(cell.id) for cell in load_grid(grid_file).cells]
+    attempts = [a for record in records for a in record["attempts"]]
+    assert len(attempts) == 1, records  # the cells after the one stopped never started
+    assert attempts[0]["interrupted"] is True and attempts[0]["ended"]
+    assert not any(record["failed"] for record in records)
+
+    note = json.loads(marker.read_text())
+    overrides = {"backend": "local", "workers": 2, "output": str(output)}
+    check_sweep(grid_file, overrides, note, uninterrupted)
 
 
 def test_submitit_local_executor(grid_file, uninterrupted, cell_env, tmp_path):

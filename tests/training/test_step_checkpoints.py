@@ -17,7 +17,14 @@ from clbench.results.io import read_json, read_results
 from clbench.training import runner, train
 from clbench.training.cost import COUNTERS
 from clbench.training.runner import run
-from clbench.training.signals import EXIT_PREEMPTED, Preempted, deferred, preemptible, requested
+from clbench.training.signals import (
+    EXIT_INTERRUPTED,
+    EXIT_PREEMPTED,
+    Preempted,
+    deferred,
+    preemptible,
+    requested,
+)
 
 
 class _Crash(Exception):
@@ -178,11 +185,25 @@ def test_a_signal_in_a_deferred_block_is_recorded_then_raised_at_its_end():
     assert requested() is None
 
 
-def test_sigterm_mid_stage_saves_a_step_checkpoint_exits_75_and_resumes_exactly(
-    tiny_tasks, tiny_config, tmp_path
+def test_a_second_ctrl_c_in_a_deferred_block_stops_at_once():
+    with pytest.raises(KeyboardInterrupt), preemptible(), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        assert requested() == "SIGINT"
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        pytest.fail("the second SIGINT did not stop the block")
+
+
+@pytest.mark.parametrize(
+    ("number", "code"), [(signal.SIGTERM, EXIT_PREEMPTED), (signal.SIGINT, EXIT_INTERRUPTED)]
+)
+def test_a_signal_mid_stage_saves_a_step_checkpoint_and_the_run_resumes_exactly(
+    tiny_tasks, tiny_config, tmp_path, number, code
 ):
-    """Without --save-every, the signal alone writes a step checkpoint, after the step that
-    was running; the same command then finishes the run as if it had never stopped."""
+    """Without --save-every, the signal alone (preemption, or Ctrl-C) writes a step checkpoint,
+    after the step that was running; the same command then finishes the run as if it had
+    never stopped."""
     tiny_config.steps_per_task = 30  # stage 1 outlasts the signal's delivery
     tiny_config.output = str(tmp_path / "reference")
     reference_dir = run(tiny_config, include=(str(tiny_tasks),))
@@ -199,16 +220,16 @@ def test_sigterm_mid_stage_saves_a_step_checkpoint_exits_75_and_resumes_exactly(
         # The progress bar of stage 1 is drawn just before its first step.
         while "stage 1/3 train" not in log.read_text() and process.poll() is None:
             time.sleep(0.01)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(number)
         process.wait(timeout=120)
     err = log.read_text()
-    assert process.returncode == EXIT_PREEMPTED == 75
+    assert process.returncode == code
     run_dir = runner.run_dir_of(tiny_config)
     entry = read_json(run_dir / "state.json")["step_checkpoint"]
     assert entry["stage"] == 1 and 1 <= entry["step"] < 30
     assert (run_dir / entry["name"]).is_dir()
     assert f"stage 1 is saved at optimizer step {entry['step']} ({entry['name']})" in err
-    assert "stopped by SIGTERM" in err
+    assert f"stopped by {signal.Signals(number).name}" in err
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
