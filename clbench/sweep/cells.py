@@ -246,8 +246,8 @@ def run_cell(
 
     A preempted attempt counts no retry: it is run again at once, or, with `requeue` (a
     scheduler's job that requeues itself), the outcome is "preempted". An attempt ended by
-    Ctrl-C, or one running when `stop` is set (the local sweep's Ctrl-C), which asks its worker
-    to stop with SIGINT, is not run again: the outcome is "interrupted"."""
+    Ctrl-C, or one running when `stop` is set (the local sweep's Ctrl-C), whose worker is then
+    asked to save its step and stop (`_wait`), is not run again: the outcome is "interrupted"."""
     folder = SweepFolder(Path(root))
     command = command or cell_command(folder.root, cell, threads)
     with hold_lock(folder.lock(cell), wait=LOCK_WAIT_SECONDS) as lock_fd:
