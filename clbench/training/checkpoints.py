@@ -11,9 +11,11 @@ drop the rows after it, so those stages are computed again; with nothing to fall
 ClbenchError names the file and the stage.
 
 Within a stage, `StepCheckpoints` writes `checkpoint-k-step-n/` every `--save-every` optimizer
-steps and when the run is preempted: what training changes (the trainable weights, optimizer,
-schedule, random generators, data position, loss guard and the method's step state), so a
-resume continues the stage at step n. Only the latest is kept, and none once the stage is saved.
+steps, when the run is preempted and after the stage's last step (so preemption during the
+method's `after_task` or the evaluation does not cost the stage's training): what training
+changes (the trainable weights, optimizer, schedule, random generators, data position, loss
+guard and the method's step state), so a resume continues the stage at step n. Only the
+latest is kept, and none once the stage is saved.
 """
 
 from __future__ import annotations

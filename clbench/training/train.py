@@ -61,7 +61,8 @@ def train_task(
 
     With `saves`, the stage continues from its step checkpoint if it has one, writes one every
     `saves.every` optimizer steps, and on SIGTERM or SIGUSR1 finishes the step in progress,
-    writes one and raises `Preempted` (docs/reliability.md#step-checkpoints).
+    writes one and raises `Preempted`; it also writes one after the stage's last step
+    (docs/reliability.md#step-checkpoints).
 
     `in_stage` is called after every optimizer step but the last, with the steps done, before
     a step checkpoint of that step is written; training goes on as if it had not been."""
@@ -118,7 +119,7 @@ def train_task(
                         with _untouched(model):
                             in_stage(progress.done)
                     if saves is not None:
-                        progress.save_if_due(saves)
+                        progress.save_if_due(saves, last=progress.done >= steps)
                     if progress.done >= steps:
                         break
             progress.skip = 0
@@ -172,10 +173,12 @@ class _Progress:
         named = self.stage.model.named_parameters()
         return {name: p for name, p in named if p.requires_grad}
 
-    def save_if_due(self, saves: StepCheckpoints) -> None:
-        """Write a step checkpoint if one is due or a preemption signal came; then stop on it."""
+    def save_if_due(self, saves: StepCheckpoints, last: bool) -> None:
+        """Write a step checkpoint if one is due, a preemption signal came or this is the
+        stage's `last` step (a signal during the method's `after_task` or the evaluation then
+        keeps the stage's training); then stop on the signal."""
         signal_name = requested()
-        if not (signal_name or saves.due(self.done)):
+        if not (signal_name or last or saves.due(self.done)):
             return
         rng_tensors, rng_values = rng_states()
         optimizer_tensors, optimizer_values = split_optimizer_state(self.optimizer.state_dict())

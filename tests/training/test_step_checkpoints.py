@@ -248,3 +248,36 @@ def _trained(results) -> list:
         (s.get("steps"), s.get("first_loss"), s.get("final_loss"))
         for s in results.timings["stages"]
     ]
+
+
+def test_a_signal_during_the_stage_evaluation_keeps_the_stage_training(
+    tiny_tasks, tiny_config, tmp_path, monkeypatch
+):
+    """Preemption after stage 2's last step, while it is evaluated: the resumed run evaluates
+    stage 2 again but does not train it again, and ends as if it had never stopped."""
+    include = (str(tiny_tasks),)
+    matrix, reference = _uninterrupted(tiny_tasks, tiny_config, tmp_path, monkeypatch)
+    config = _config(tiny_config, tmp_path, "stopped")  # no --save-every
+    before = _record_losses(monkeypatch)
+    evaluate = runner._evaluate_all
+
+    def preempted_after_stage_2(*args):
+        if args[-1] == 2:
+            raise Preempted("SIGTERM")
+        return evaluate(*args)
+
+    monkeypatch.setattr(runner, "_evaluate_all", preempted_after_stage_2)
+    with pytest.raises(Preempted):
+        run(config, include=include)
+    run_dir = runner.run_dir_of(config)
+    entry = read_json(run_dir / "state.json")["step_checkpoint"]
+    assert (entry["stage"], entry["step"]) == (2, 7)
+
+    monkeypatch.undo()
+    after = _record_losses(monkeypatch)
+    run(config, include=include)
+    assert after[0][:2] == (3, 1)  # stage 2 was not trained again
+    losses = {(s, n): v for s, n, v in before} | {(s, n): v for s, n, v in after}
+    assert losses == reference
+    assert read_results(run_dir).matrix == matrix
+    assert not list(run_dir.glob("*checkpoint-*-step-*"))
