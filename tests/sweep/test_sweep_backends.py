@@ -183,7 +183,11 @@ def test_ctrl_c_stops_a_local_sweep_and_the_same_command_continues_it(
     argv += ["--workers", "1"]  # so that a second cell is still to start when Ctrl-C comes
     log = tmp_path / "driver.txt"
     with open(log, "w") as out:
-        driver = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+        # A shell without job control starts background commands with SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: the driver must get the default.
+        driver = subprocess.Popen(
+            argv, stdout=out, stderr=out, start_new_session=True, preexec_fn=_default_sigint
+        )
         marker = cell_env / "paused.json"
         while not (marker.exists() and marker.stat().st_size) and driver.poll() is None:
             time.sleep(0.2)
@@ -200,6 +204,10 @@ def test_ctrl_c_stops_a_local_sweep_and_the_same_command_continues_it(
     note = json.loads(marker.read_text())
     overrides = {"backend": "local", "workers": 2, "output": str(output)}
     check_sweep(grid_file, overrides, note, uninterrupted)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_submitit_local_executor(grid_file, uninterrupted, cell_env, tmp_path):
