@@ -181,7 +181,7 @@ class RunConfig:
         default=0,
         metadata={
             "help": "save a step checkpoint every N optimizer steps within a stage, to resume "
-            "from; 0 saves only after each stage",
+            "from; 0: only at a stage's last step and on preemption",
             "metavar": "N",
         },
     )

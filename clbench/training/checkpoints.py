@@ -138,8 +138,9 @@ Tensors = dict[str, torch.Tensor]
 @dataclass
 class StepCheckpoints:
     """The step checkpoints of one stage: where they go, how often (`every` optimizer steps;
-    0: only when preempted), and the verified one to resume from. Each is recorded in
-    `state` (state.json's content, written again with it) under `step_checkpoint`."""
+    0: none on a schedule; `train_task` adds the stage's last step and preemption), and the
+    verified one to resume from. Each is recorded in `state` (state.json's content, written
+    again with it) under `step_checkpoint`."""
 
     run_dir: Path
     state: dict[str, Any]

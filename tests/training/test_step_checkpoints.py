@@ -271,7 +271,7 @@ def test_a_signal_during_the_stage_evaluation_keeps_the_stage_training(
         run(config, include=include)
     run_dir = runner.run_dir_of(config)
     entry = read_json(run_dir / "state.json")["step_checkpoint"]
-    assert (entry["stage"], entry["step"]) == (2, 7)
+    assert (entry["stage"], entry["step"]) == (2, config.steps_per_task)
 
     monkeypatch.undo()
     after = _record_losses(monkeypatch)
