@@ -5,9 +5,9 @@
 
 Each side is `python -m clbench.cli run ...` in a fresh process with the same thread count; the
 earlier side runs from `git archive REV` unpacked into a temporary folder, first on PYTHONPATH.
-The record (results/before_after-<workload>.json) holds, per side, the wall time, the training
-seconds per optimizer step of every stage and the peak resident memory from results.json, and
-the after / before ratios.
+The record (results/before_after-<workload>.json, or --out) holds, per side, the wall time,
+the training seconds per optimizer step of every stage and the peak resident memory from
+results.json, and the after / before ratios.
 
 - `dpo`: one alignment stage (hh_rlhf_harmless, DPO) with the budget of the alignment stage of
   benchmarks/mixed_six.py (batch 8, 256 tokens, lr 1e-4, 400 train and 40 test examples), fewer
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--data-dir", help="the local mirror (for --workload dpo)")
     parser.add_argument("--steps", type=int, default=4, help="DPO steps (--workload dpo)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--out", type=Path, help="the record (default: results/before_after-WORKLOAD.json)"
+    )
     args = parser.parse_args()
     if args.workload == "dpo" and not args.data_dir:
         parser.error("--workload dpo needs --data-dir")
@@ -118,7 +121,7 @@ def main() -> None:
         "wall_after_over_before": round(after["wall_seconds"] / before["wall_seconds"], 3),
         "peak_rss_saved_mb": round(before["peak_rss_mb"] - after["peak_rss_mb"], 1),
     }
-    out = ROOT / "benchmarks" / "results" / f"before_after-{args.workload}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"before_after-{args.workload}.json"
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(record["ratios"], indent=2))
 
