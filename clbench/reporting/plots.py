@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib import colormaps, rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from clbench.errors import ClbenchError, unknown_name
 from clbench.metrics import METRICS, score_unit
@@ -488,6 +488,9 @@ def cost(runs: Sequence[Run], width: str = "single") -> Figure:
                 elinewidth=0.8,
             )
         ax.set_xscale("log")
+        # 1-2-5 ticks labelled 200k, 500k, 1M: runs that span less than a decade get labels too
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
         ax.grid(axis="x", color="0.9", linewidth=0.5)
         ax.set_xlabel(COST_AXIS)

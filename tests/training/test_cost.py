@@ -3,6 +3,7 @@ columns and figure of the reports."""
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -100,6 +101,28 @@ def test_report_shows_the_cost_and_the_cost_plot_renders(tiny_config, tiny_tasks
     out = tmp_path / "cost.png"
     assert main(["plot", *paths, "--kind", "cost", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_the_cost_plot_labels_its_axis_when_the_runs_span_less_than_a_decade(
+    tiny_config, tiny_tasks, tmp_path
+):
+    from clbench.reporting.plots import plot
+
+    results = _run(tiny_config, tiny_tasks, "seq-ft")
+    runs = []
+    for tokens in (200_000, 300_000, 700_000):  # no power of ten inside
+        copy = json.loads(json.dumps(results))
+        copy["run_id"] += f"-{tokens}"
+        copy["cost"].update(train_tokens=tokens, extra_forward_tokens=0)
+        copy["cost"].update(extra_backward_tokens=0, generated_tokens=0)
+        runs.append(copy)
+    fig = plot(runs, "cost")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+    labels = [text for text in shown if text]
+    assert len(labels) >= 2 and all(re.fullmatch(r"\d+[kM]", text) for text in labels), labels
 
 
 def test_the_cost_plot_refuses_runs_without_a_cost_block(tiny_config, tiny_tasks, tmp_path):
