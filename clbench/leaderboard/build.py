@@ -61,7 +61,7 @@ def leaderboard_entries(root: Path, data_dir: str | None = None) -> list[dict[st
     errors = [error for result in checked for error in result.errors]
     if errors:
         raise ClbenchError("invalid submissions:\n  " + "\n  ".join(errors))
-    entries = [_entry(result, root) for result in checked]
+    entries = _flag_fewer_orders([_entry(result, root) for result in checked])
     shown = columns(entries)
     for entry in entries:
         entry["metrics"] = {key: entry["metrics"][key] for key in shown}
@@ -124,6 +124,19 @@ def _entry(checked: Checked, root: Path) -> dict[str, Any]:
     }
 
 
+def _flag_fewer_orders(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flag the entries of a table that cover fewer of its task orders than others do: their
+    mean is over other orders, so their rank is not like for like (docs/leaderboard.md)."""
+    for table in {e["table"] for e in entries}:
+        rows = [e for e in entries if e["table"] == table]
+        covered = sorted({order for e in rows for order in e["orders"]})
+        for entry in rows:
+            if entry["orders"] and entry["orders"] != covered:
+                orders, of = ", ".join(map(str, entry["orders"])), ", ".join(map(str, covered))
+                entry["flags"] = [*entry["flags"], f"task orders {orders} of {of} in its table"]
+    return entries
+
+
 def _units(run: Results) -> dict[str, Any]:
     """For a sequence with loss-based tasks (bits per byte), the unit of the entry's metrics
     (the loss's, when every task is scored by it; else percent) and of each task's scores;
@@ -175,7 +188,8 @@ def readme(entries: list[dict[str, Any]]) -> str:
         "Metrics are percentages, mean ± std over the n runs (seeds x task orders) of an entry. "
         "Status: verified (every cell recomputed from the submitted predictions and the "
         "data) or self-reported. "
-        "Flags: fewer than 3 seeds, task identity used at inference, extra memory. "
+        "Flags: fewer than 3 seeds, fewer task orders than other entries of the table, task "
+        "identity used at inference, extra memory. "
         "The web version is `site/index.html`. How to submit: `docs/leaderboard.md`.\n",
     ]
     shown = columns(entries)

@@ -9,7 +9,7 @@ from conftest import REPO, SHARED_DATA
 
 from clbench.cli import main
 from clbench.errors import ClbenchError
-from clbench.leaderboard.build import build, leaderboard_entries
+from clbench.leaderboard.build import _flag_fewer_orders, build, leaderboard_entries
 from clbench.leaderboard.submission import submit
 
 XSS = "<script>alert(1)</script>"
@@ -54,6 +54,17 @@ def test_entries_match_the_runs(board: Path, default_runs: list[Path]) -> None:
     assert matrix["mean"][1][0] == pytest.approx(sum(r["matrix"][1][0] for r in results) / 3)
     assert entry["paper"] == "https://example.org/paper"
     assert entry["submission"] == "submissions/default/seq-ft__tiny-random.json"
+
+
+def test_an_entry_on_fewer_task_orders_than_its_table_is_flagged() -> None:
+    def entry(table: str, orders: list[int]) -> dict:
+        return {"table": table, "orders": orders, "flags": ["fewer than 3 seeds (2 on x)"]}
+
+    both, first = entry("cl", [1, 2]), entry("cl", [1])
+    other, unordered = entry("x", [1]), entry("d", [])  # another table; a sequence without orders
+    _flag_fewer_orders([both, first, other, unordered])
+    assert first["flags"] == ["fewer than 3 seeds (2 on x)", "task orders 1 of 1, 2 in its table"]
+    assert both["flags"] == other["flags"] == unordered["flags"] == ["fewer than 3 seeds (2 on x)"]
 
 
 def test_check_detects_an_out_of_date_board(board: Path, default_runs: list[Path]) -> None:
