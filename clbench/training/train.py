@@ -181,12 +181,7 @@ class _Progress:
         if not (signal_name or last or saves.due(self.done)):
             return
         rng_tensors, rng_values = rng_states()
-        optimizer_tensors, optimizer_values = split_optimizer_state(self.optimizer.state_dict())
-        files = {
-            "model.safetensors": self._weights(),
-            "optimizer.safetensors": optimizer_tensors,
-            "rng.safetensors": rng_tensors,
-        }
+        files = {"model.safetensors": self._weights(), "rng.safetensors": rng_tensors}
         values = {
             "step": self.done,
             "loss": self.loss,
@@ -196,11 +191,13 @@ class _Progress:
             # trained on.
             "data": {"passes": self.sampler.passes, "position": self.position},
             "cost": {key: getattr(self.stage.cost, key) for key in COUNTERS},
-            "optimizer": optimizer_values,
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_values,
             "method": self.method.step_state(),
         }
+        if not last:  # each stage has a new optimizer: after its last step nothing reads it
+            tensors, values["optimizer"] = split_optimizer_state(self.optimizer.state_dict())
+            files["optimizer.safetensors"] = tensors
         saves.save(self.done, files, values)
         if signal_name:
             print(
@@ -223,9 +220,10 @@ class _Progress:
         with torch.no_grad():
             for name, parameter in current.items():
                 parameter.copy_(weights[name])
-        self.optimizer.load_state_dict(
-            join_optimizer_state(files["optimizer.safetensors"], values["optimizer"])
-        )
+        if "optimizer" in values:  # not after the stage's last step
+            self.optimizer.load_state_dict(
+                join_optimizer_state(files["optimizer.safetensors"], values["optimizer"])
+            )
         self.scheduler.load_state_dict(values["scheduler"])
         self.method.load_step_state(values["method"])
         for key, value in values["cost"].items():
