@@ -209,10 +209,16 @@ def _of_them_references(grid: Grid) -> str:
 
 
 def done_runs(grid: Grid) -> list[Path]:
+    """The finished cells of the grid's methods, for the report and the submissions: the
+    single-task reference cells are inputs of FWD, not entries of their own."""
     folder = SweepFolder(grid.folder)
-    done = [folder.run_dir(c.id) for c in grid.cells if _status(folder, c).state == "done"]
+    done = [
+        folder.run_dir(c.id)
+        for c in grid.cells
+        if c.reference is None and _status(folder, c).state == "done"
+    ]
     if not done:
-        raise ClbenchError(f"no finished cells in {grid.folder}")
+        raise ClbenchError(f"no finished cells of the grid's methods in {grid.folder}")
     return done
 
 

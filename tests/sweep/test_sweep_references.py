@@ -114,6 +114,9 @@ def test_a_sweep_computes_each_reference_once_and_every_cell_gets_fwd(
         fwd = results["metrics"]["fwd"]
         assert isinstance(fwd, float) and math.isfinite(fwd)
         assert math.isclose(fwd, results["matrix"][2][1] - results["single_task"][1])
+    # The report and the submissions cover the methods' cells; the references are their inputs.
+    methods = [folder.run_dir(c.id) for c in grid.cells if c.reference is None]
+    assert driver.done_runs(grid) == methods and len(methods) == 4
 
     # The time saved, from the files: each reference used by 2 cells saved its seconds once.
     table = driver.status_table(grid)
